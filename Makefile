@@ -1,0 +1,34 @@
+# Two entry points: `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv and install what they need on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_STORAGE ?= $(CURDIR)/runs
+
+.PHONY: demo test install bench clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/wsss study run search_spaces/demo.yaml --storage $(DEMO_STORAGE) --name demo
+	$(BIN)/wsss report $(DEMO_STORAGE)/demo -o $(DEMO_STORAGE)/demo/report.html
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/fsl.py
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/study.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,76 @@
+"""The Parquet results schema: the one contract between `study` and `analysis`.
+
+One row per trial x stage x split. Only pyarrow is imported here, so
+`analysis` can use this module without torch or Ray.
+
+Bump SCHEMA_VERSION whenever a column is added, removed or changes meaning.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+STAGES: tuple[str, ...] = ("cam", "affinity", "segmentation")
+"""Pipeline stages in order; the stage index (1-based) is Tune's time attribute."""
+
+SPLITS: tuple[str, ...] = ("train", "val")
+
+STATUSES: tuple[str, ...] = ("completed", "failed", "stopped")
+
+CONFIG_COLUMNS: dict[str, pa.DataType] = {
+    "lambda": pa.float64(),  # Eq. 8 mixture weight
+    "pooling": pa.string(),  # "gap" | "gmp"
+    "num_samples": pa.int32(),  # pixels sampled per class (Eq. 6, Table 6)
+    "naive": pa.bool_(),  # Table 5: un-normalised CAMs (no softmax)
+    "fsl": pa.bool_(),  # feature similarity loss on/off
+    "fsl_weight": pa.float64(),
+    "fsl_sigma_init": pa.float64(),
+    "fsl_mu_init": pa.float64(),
+    "cam_mode": pa.string(),  # "plain" | "seam"
+    "seed": pa.int64(),
+    "backbone": pa.string(),
+    "dataset": pa.string(),
+}
+"""Well-known flattened config keys, typed. Every other flattened key is kept in
+`config_json` (a JSON object of the whole flattened config, dotted keys)."""
+
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("row_id", pa.string(), nullable=False),
+        pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("study", pa.string(), nullable=False),
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("stage_index", pa.int8(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        *[pa.field(name, dtype) for name, dtype in CONFIG_COLUMNS.items()],
+        pa.field("config_json", pa.string()),
+        pa.field("miou", pa.float64()),
+        pa.field("contour_f", pa.float64()),
+        pa.field("class_names", pa.list_(pa.string())),
+        pa.field("per_class_iou", pa.list_(pa.float64())),
+        pa.field("per_class_f", pa.list_(pa.float64())),
+        pa.field("fsl_sigma", pa.float64()),  # learned value at the end of stage 1
+        pa.field("fsl_mu", pa.float64()),
+        pa.field("seconds", pa.float64()),
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("cache_hit", pa.bool_()),
+        pa.field("node", pa.string()),
+        pa.field("trial_dir", pa.string()),
+        pa.field("overlay_dir", pa.string()),
+        pa.field("code_version", pa.string()),
+    ],
+    metadata={b"wsss.schema_version": str(SCHEMA_VERSION).encode()},
+)
+
+
+def row_id(study: str, trial_id: str, stage: str, split: str) -> str:
+    """Stable id of one result row: a resumed study rewrites, never duplicates."""
+    key = f"{study}\x1f{trial_id}\x1f{stage}\x1f{split}".encode()
+    return hashlib.sha1(key).hexdigest()[:20]

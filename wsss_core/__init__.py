@@ -1,0 +1,2 @@
+"""The science of wsss-study: CAMs, aggregation, losses, models, data, metrics,
+CRF and the three-stage pipeline. Knows nothing of Ray, Parquet or Plotly."""
