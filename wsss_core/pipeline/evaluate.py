@@ -1,0 +1,115 @@
+"""Evaluation after every stage: mIoU and contour F-score (Sec. 4.1) per split,
+computed across images in a process pool and reduced with `.merge`."""
+from __future__ import annotations
+
+import math
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from wsss_core.pipeline import pool_tasks
+
+CHUNK = 4
+
+
+class ImagePool:
+    """A process pool (spawn start: workers import only numpy-side modules) or,
+    with workers=0, in-process execution. Use as a context manager."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: Executor | None = None
+
+    def __enter__(self) -> ImagePool:
+        if self.workers > 0:
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+    def imap(self, fn: Callable[..., Any], args: Iterable[tuple], *, desc: str, total: int, progress: bool) -> Iterator[Any]:
+        """fn(*a) for each a in args, results in order; at most 2 x workers tasks in
+        flight, so arguments are produced lazily (bounded memory)."""
+        bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="img")
+        try:
+            if self._executor is None:
+                for a in args:
+                    yield fn(*a)
+                    bar.update(_size(a))
+                return
+            pending: deque[tuple[Future, int]] = deque()
+            for a in args:
+                pending.append((self._executor.submit(fn, *a), _size(a)))
+                if len(pending) >= 2 * self.workers:
+                    future, size = pending.popleft()
+                    yield future.result()
+                    bar.update(size)
+            while pending:
+                future, size = pending.popleft()
+                yield future.result()
+                bar.update(size)
+        finally:
+            bar.close()
+
+
+def _size(args: tuple) -> int:
+    """Images in one task: the length of a chunk argument, else 1."""
+    return len(args[0]) if args and isinstance(args[0], list) else 1
+
+
+def chunked(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def score_split(
+    pool: ImagePool,
+    items: Iterable[tuple[dict[str, np.ndarray], np.ndarray]],
+    *,
+    num_classes: int,
+    bound_th: float,
+    total: int,
+    desc: str,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """items: (predictions {variant: uint8 [H,W]}, gt [H,W]) per image ->
+    {variant: {"miou", "contour_f", "per_class_iou", "per_class_f"}}."""
+    reduced: pool_tasks.Scores = {}
+    tasks = ((chunk, num_classes, bound_th) for chunk in chunked(items))
+    for partial in pool.imap(pool_tasks.score_chunk, tasks, desc=desc, total=total, progress=progress):
+        for variant, (miou, contour) in partial.items():
+            if variant in reduced:
+                reduced[variant][0].merge(miou)
+                reduced[variant][1].merge(contour)
+            else:
+                reduced[variant] = (miou, contour)
+    return {variant: summarise(miou, contour) for variant, (miou, contour) in reduced.items()}
+
+
+def summarise(miou: Any, contour: Any) -> dict[str, Any]:
+    """Metric objects -> JSON-ready dict (NaN per-class entries become None)."""
+    area, edge = miou.compute(), contour.compute()
+    return {
+        "miou": area["mean"],
+        "contour_f": edge["mean"],
+        "per_class_iou": [_finite(v) for v in area["per_class"]],
+        "per_class_f": [_finite(v) for v in edge["per_class"]],
+    }
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)

@@ -1,0 +1,168 @@
+"""The training loop every stage shares: seeded batches, SGD with poly decay,
+AMP on CUDA, epoch checkpoints and resume, a tqdm bar per epoch."""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from wsss_core.data import Batch, TransformedDataset, collate_samples
+from wsss_core.data.sample import Sample
+from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
+from wsss_core.pipeline.config import RuntimeConfig, TrainingConfig
+
+MOMENTUM = 0.9  # psa/SEAM's PolyOptimizer
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Resolved runtime: device, AMP / channels_last (CUDA only), seed, loader
+    workers, whether to draw progress bars, and the run's logger."""
+
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    seed: int
+    loader_workers: int
+    progress: bool
+    log: logging.Logger
+
+    @classmethod
+    def from_config(cls, config: RuntimeConfig, *, progress: bool, log: logging.Logger) -> Runtime:
+        cuda = torch.cuda.is_available()
+        if config.device == "cuda" and not cuda:
+            raise ValueError("runtime.device='cuda' is invalid here: CUDA is not available; allowed: auto, cpu")
+        device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and cuda) else "cpu")
+        on_cuda = device.type == "cuda"
+        return cls(
+            device=device,
+            amp=config.amp and on_cuda,
+            channels_last=config.channels_last and on_cuda,
+            seed=config.seed,
+            loader_workers=config.loader_workers,
+            progress=progress,
+            log=log,
+        )
+
+    def to_device(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """An image batch [B,3,H,W] on the device (channels_last when enabled)."""
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, enabled=self.amp)
+
+
+def derived_seed(seed: int, stage_index: int) -> int:
+    """A per-stage seed, so stages draw independent streams from one run seed."""
+    return int(np.random.SeedSequence([seed, stage_index]).generate_state(1)[0])
+
+
+def make_batches(
+    dataset: object,
+    transform: Callable[[Sample, np.random.Generator], object],
+    *,
+    seed: int,
+    epoch: int,
+    batch_size: int,
+    workers: int,
+) -> Iterable[Batch]:
+    """The batches of one epoch: order from rng(seed, epoch), augmentation from
+    rng(seed, epoch, index) (so any `workers` gives the same batches), the last
+    incomplete batch dropped unless it would be the only one."""
+    wrapped = TransformedDataset(dataset, transform, seed=seed)
+    wrapped.set_epoch(epoch)
+    order = np.random.default_rng([seed, epoch, 2**31]).permutation(len(wrapped)).tolist()
+    size = min(batch_size, len(order))
+    chunks = [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
+    return torch.utils.data.DataLoader(
+        wrapped, batch_sampler=chunks, collate_fn=collate_samples, num_workers=workers
+    )
+
+
+def steps_per_epoch(num_items: int, batch_size: int) -> int:
+    return max(1, num_items // batch_size) if num_items >= batch_size else 1
+
+
+def build_optimizer(param_groups: list[dict]) -> torch.optim.SGD:
+    """SGD with momentum over the models' reference groups (each with lr_mult)."""
+    return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=MOMENTUM)
+
+
+def set_poly_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total: int, power: float) -> None:
+    """lr = base_lr * lr_mult * (1 - step / total) ** power for every group."""
+    factor = (1 - min(step, total) / total) ** power
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * group.get("lr_mult", 1.0) * factor
+
+
+def fit(
+    *,
+    name: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step_fn: Callable[[Batch], dict[str, torch.Tensor]],
+    epoch_batches: Callable[[int], Iterable[Batch]],
+    num_steps: int,
+    train: TrainingConfig,
+    work_dir: Path,
+    generator: torch.Generator,
+    runtime: Runtime,
+) -> TrainState:
+    """Train `model` for train.epochs epochs, resuming from work_dir/checkpoint.pt.
+
+    step_fn(batch) -> {"loss": scalar to minimise, other named scalars to log};
+    epoch_batches(epoch) -> that epoch's batches; num_steps: batches per epoch.
+    A checkpoint is written after every epoch; a non-finite loss stops with a
+    one-line error naming the stage and epoch.
+    """
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp)
+    path = work_dir / CHECKPOINT_NAME
+    state = load_checkpoint(path, model, optimizer, scaler, generator) or TrainState()
+    if state.epoch:
+        runtime.log.info("%s: resuming after epoch %d/%d from %s", name, state.epoch, train.epochs, path)
+    total = train.epochs * num_steps
+    for epoch in range(state.epoch, train.epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        count = 0
+        bar = tqdm(
+            epoch_batches(epoch), total=num_steps, desc=f"{name} epoch {epoch + 1}/{train.epochs}",
+            disable=not runtime.progress, leave=False, unit="batch",
+        )
+        for batch in bar:
+            set_poly_lr(optimizer, train.lr, state.step, total, train.poly_power)
+            with runtime.autocast():
+                parts = step_fn(batch)
+            loss = parts["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{name}: loss became {loss.item()} in epoch {epoch + 1}; lower {name}.lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            state.step += 1
+            count += 1
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        means = {key: value / max(count, 1) for key, value in sums.items()}
+        state.history.append(means)
+        state.epoch = epoch + 1
+        save_checkpoint(path, state, model, optimizer, scaler, generator)
+        runtime.log.info(
+            "%s epoch %d/%d: %s", name, state.epoch, train.epochs,
+            ", ".join(f"{k} {v:.4f}" for k, v in means.items() if math.isfinite(v)),
+        )
+    return state
