@@ -109,6 +109,8 @@ def learned_fsl_parameters(frame: pd.DataFrame) -> go.Figure | None:
     if rows.empty or rows["lambda"].nunique() < 2:
         return None
     rows, held = hold_fixed(rows, free=("pooling", "lambda"))
+    if rows["lambda"].nunique() < 2:
+        return None
     grouped = rows.groupby(["pooling", "lambda"], observed=True)
     fig = make_subplots(rows=1, cols=2, subplot_titles=["learned σ", "learned μ"])
     for index, pooling in enumerate(sorted(rows["pooling"].dropna().unique())):

@@ -78,8 +78,12 @@ def seed_stats(frame: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] = 
 
 
 def mean_lists(lists: pd.Series) -> np.ndarray:
-    """Element-wise mean of equal-length list cells (per-class metrics over seeds)."""
-    return np.mean(np.stack([np.asarray(cell, dtype=float) for cell in lists]), axis=0)
+    """Element-wise mean of equal-length list cells (per-class metrics over seeds), ignoring NaN
+    (a class absent from the split); NaN where every cell is NaN."""
+    stacked = np.stack([np.asarray(cell, dtype=float) for cell in lists])
+    counts = np.isfinite(stacked).sum(axis=0)
+    sums = np.where(np.isfinite(stacked), stacked, 0.0).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def describe(row: pd.Series, columns: Sequence[str]) -> str:

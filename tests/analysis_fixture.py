@@ -64,14 +64,17 @@ def _stage_rows(study: str, trial: str, index: int, config: dict[str, object], s
                 fail_stage: int | None, trial_dir: Path, node: str, start: datetime, rng: np.random.Generator) -> list[dict]:
     rows = []
     clock = start
+    lam = float(config["lambda"])  # type: ignore[arg-type]
+    sigma = float(0.1 + 0.05 * lam + rng.normal(0, 0.005)) if config["fsl"] else None  # learned in stage 1, per trial
+    mu = float(0.5 - 0.1 * lam + rng.normal(0, 0.01)) if config["fsl"] else None
     for stage_index, stage in enumerate(STAGES, start=1):
-        if stage_index > stage_stop:
-            break
-        failed = fail_stage == stage_index
+        stopped = stage_index == stage_stop + 1  # ASHA: one "stopped" row set for the first stage not run
+        failed = fail_stage == stage_index  # as study.callback writes them: no metrics, no start time
+        unfinished = stopped or failed
         seconds = float(rng.uniform(60, 300))
         finished = clock + timedelta(seconds=seconds)
         overlay_dir = trial_dir / "overlays" / stage
-        if not failed:
+        if not unfinished:
             overlay_dir.mkdir(parents=True, exist_ok=True)
             for image in range(2):
                 colour = tuple(int(c) for c in rng.integers(0, 255, size=3))
@@ -81,25 +84,26 @@ def _stage_rows(study: str, trial: str, index: int, config: dict[str, object], s
             shift = _quality(config) + (0.05 if split == "train" else 0.0) + float(rng.normal(0, 0.01))
             per_iou = np.clip(iou_base + shift + rng.normal(0, 0.05, len(VOC_CLASSES)), 0, 1)
             per_f = np.clip(f_base + 0.7 * shift + rng.normal(0, 0.05, len(VOC_CLASSES)), 0, 1)
-            status = "failed" if failed else ("stopped" if stage_index == stage_stop < len(STAGES) else "completed")
+            per_f[0] = np.nan  # contour F is not defined for the background class
+            status = "failed" if failed else ("stopped" if stopped else "completed")
             rows.append({
                 "row_id": row_id(study, trial, stage, split), "schema_version": SCHEMA_VERSION, "study": study,
                 "trial_id": trial, "stage": stage, "stage_index": stage_index, "split": split, "status": status,
                 "error": "RuntimeError: CUDA out of memory" if failed else None,
                 **{k: v for k, v in config.items() if k != "cam.lr"},
                 "config_json": json.dumps({f"cam.{k}" if k != "seed" else "runtime.seed": v for k, v in config.items() if k != "cam.lr"} | {"cam.lr": config["cam.lr"]}),
-                "miou": None if failed else float(per_iou.mean()),
-                "contour_f": None if failed else float(per_f.mean()),
-                "class_names": None if failed else VOC_CLASSES,
-                "per_class_iou": None if failed else per_iou.tolist(),
-                "per_class_f": None if failed else per_f.tolist(),
-                "fsl_sigma": float(0.1 + 0.05 * float(config["lambda"]) + rng.normal(0, 0.005)) if config["fsl"] else None,  # type: ignore[arg-type]
-                "fsl_mu": float(0.5 - 0.1 * float(config["lambda"]) + rng.normal(0, 0.01)) if config["fsl"] else None,  # type: ignore[arg-type]
-                "seconds": seconds, "started_at": clock, "finished_at": finished, "cache_hit": False, "node": node,
-                "trial_dir": str(trial_dir), "overlay_dir": None if failed else str(overlay_dir), "code_version": "abc1234",
+                "miou": None if unfinished else float(per_iou.mean()),
+                "contour_f": None if unfinished else float(np.nanmean(per_f)),
+                "class_names": None if unfinished else VOC_CLASSES,
+                "per_class_iou": None if unfinished else per_iou.tolist(),
+                "per_class_f": None if unfinished else per_f.tolist(),
+                "fsl_sigma": sigma, "fsl_mu": mu,
+                "seconds": None if unfinished else seconds, "started_at": None if unfinished else clock,
+                "finished_at": finished, "cache_hit": None if unfinished else False, "node": node,
+                "trial_dir": str(trial_dir), "overlay_dir": None if unfinished else str(overlay_dir), "code_version": "abc1234",
             })
         clock = finished
-        if failed:
+        if unfinished:
             break
     return rows
 

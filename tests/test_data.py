@@ -265,6 +265,7 @@ def coco_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools + numpy 2
 def test_coco_masks_labels_and_overlap_rule(coco_root: Path) -> None:
     dataset = CocoDataset(coco_root, "val", 2017)
     assert dataset.class_names == ("background", "person", "dog", "toothbrush")

@@ -116,43 +116,62 @@ def boundary_radius(height: int, width: int, bound_th: float) -> int:
 def disk(radius: int) -> np.ndarray:
     """Structuring element [2r+1, 2r+1] uint8: 1 where dy^2 + dx^2 <= r^2 (as skimage's disk)."""
     offsets = np.arange(-radius, radius + 1)
-    return (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).astype(np.uint8)
+    kernel = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).astype(np.uint8)
+    kernel.flags.writeable = False  # shared by the cache
+    return kernel
 
 
-def class_boundaries(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """One-pixel boundary maps of every class at once, as sparse (class, flat index) pairs.
+def class_boundaries(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-pixel boundary maps of every label value at once, as sparse (class, flat index) pairs.
 
     For the binary mask m_c = (labels == c), pixel p is a boundary pixel of
     class c iff m_c(p) != m_c(q) for one of its east, south or south-east
     neighbours q inside the image: the seg2bmap rule of DAVIS (boundaries offset
-    half a pixel towards the origin; nothing on the image border itself).
-    Equivalently p is on the boundary of class c iff some neighbour q has
-    labels(q) != labels(p) and c is labels(p) or labels(q).
+    half a pixel towards the origin; the last row and column only look east and
+    south respectively). Equivalently p is on the boundary of class c iff some
+    neighbour q has labels(q) != labels(p) and c is labels(p) or labels(q).
 
-    labels: int [H, W]. Returns (classes, flat_indices), sorted by class then
-    index, for classes 1..num_classes-1 only (background and void dropped).
+    labels: int [H, W]. Returns (classes, flat_indices), unsorted and with
+    repeats (a pixel is listed once per differing neighbour), for every label
+    value that has a boundary, background and void included.
     """
-    height, width = labels.shape
+    width = labels.shape[1]
+    flat = labels.reshape(-1)
     parts_class, parts_index = [], []
-    for dy, dx in ((0, 1), (1, 0), (1, 1)):
-        ys, xs = np.nonzero(labels[: height - dy, : width - dx] != labels[dy:, dx:])
-        index = ys.astype(np.int64) * width + xs
-        parts_class += [labels[ys, xs], labels[ys + dy, xs + dx]]
+    for step in (1, width, width + 1):  # east, south, south-east
+        index = np.flatnonzero(flat[:-step] != flat[step:])
+        if step != width:  # pairs that wrap from the last column to the next row are not neighbours
+            index = index[index % width != width - 1]
+        parts_class += [flat[index], flat[index + step]]
         parts_index += [index, index]
-    classes = np.concatenate(parts_class).astype(np.int64)
-    indices = np.concatenate(parts_index)
-    foreground = (classes >= 1) & (classes < num_classes)
-    keys = np.unique(classes[foreground] * (height * width) + indices[foreground])
-    return keys // (height * width), keys % (height * width)
+    return np.concatenate(parts_class), np.concatenate(parts_index)
 
 
-def _count_matched(points: np.ndarray, targets: np.ndarray, box: tuple[int, int, int, int], radius: int) -> int:
-    """How many ``points`` lie within the disk of ``radius`` around some ``target`` (both [N, 2] y, x)."""
-    y0, x0, y1, x1 = box
-    canvas = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-    canvas[targets[:, 0] - y0, targets[:, 1] - x0] = 1
-    dilated = cv2.dilate(canvas, disk(radius))
-    return int(dilated[points[:, 0] - y0, points[:, 1] - x0].sum())
+def _match_in_box(
+    pred_index: np.ndarray, gt_index: np.ndarray, shape: tuple[int, int], kernel: np.ndarray
+) -> tuple[int, int, int, int]:
+    """(matched pred, pred, matched gt, gt) boundary pixel counts of one class in one image.
+
+    The boundary pixels (flat indices into ``shape``, repeats allowed) are drawn
+    on a canvas covering their bounding box plus the kernel radius, which holds
+    every pixel that a dilation by ``kernel`` can reach from them.
+    """
+    height, width = shape
+    radius = kernel.shape[0] // 2
+    ys, xs = np.divmod(np.concatenate([pred_index, gt_index]), width)
+    y0, x0 = max(int(ys.min()) - radius, 0), max(int(xs.min()) - radius, 0)
+    y1, x1 = min(int(ys.max()) + radius + 1, height), min(int(xs.max()) + radius + 1, width)
+    local = (ys - y0) * (x1 - x0) + (xs - x0)
+    pred_map = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+    gt_map = np.zeros_like(pred_map)
+    pred_map.reshape(-1)[local[: pred_index.size]] = 1
+    gt_map.reshape(-1)[local[pred_index.size :]] = 1
+    pred_total, gt_total = np.count_nonzero(pred_map), np.count_nonzero(gt_map)
+    if pred_total == 0 or gt_total == 0:
+        return 0, pred_total, 0, gt_total
+    pred_matched = np.count_nonzero(pred_map & cv2.dilate(gt_map, kernel))
+    gt_matched = np.count_nonzero(gt_map & cv2.dilate(pred_map, kernel))
+    return pred_matched, pred_total, gt_matched, gt_total
 
 
 class ContourFScore:
@@ -170,8 +189,9 @@ class ContourFScore:
 
     Identical to evaluating every class of every image with full-image
     dilations (the authors' script), but only classes present in the image are
-    visited, all boundaries come from one pass, and each dilation is done on the
-    class's boundary bounding box plus the radius.
+    visited, the boundaries of all classes come from one pass over each map,
+    and each dilation covers only the class's boundary bounding box plus the
+    radius.
     """
 
     def __init__(self, num_classes: int, bound_th: float = 0.008) -> None:
@@ -190,27 +210,22 @@ class ContourFScore:
     def update(self, pred: Any, gt: Any) -> None:
         """Add one image: ``pred`` and ``gt`` integer label maps [H, W] (255 = void)."""
         pred, gt = _check_pair(pred, gt)
-        _check_range(pred, "pred", self.num_classes, VOID_LABEL)
-        _check_range(gt, "gt", self.num_classes, VOID_LABEL)
         height, width = gt.shape
-        radius = boundary_radius(height, width, self.bound_th)
-        pred_classes, pred_index = class_boundaries(pred, self.num_classes)
-        gt_classes, gt_index = class_boundaries(gt, self.num_classes)
-        for c in np.union1d(pred_classes, gt_classes):
-            p = pred_index[np.searchsorted(pred_classes, c) : np.searchsorted(pred_classes, c, side="right")]
-            g = gt_index[np.searchsorted(gt_classes, c) : np.searchsorted(gt_classes, c, side="right")]
-            self.pred_total[c] += p.size
-            self.gt_total[c] += g.size
-            if p.size == 0 or g.size == 0:
-                continue
-            p_yx = np.stack(np.divmod(p, width), axis=1)
-            g_yx = np.stack(np.divmod(g, width), axis=1)
-            both = np.concatenate([p_yx, g_yx])
-            y0, x0 = np.maximum(both.min(axis=0) - radius, 0)
-            y1, x1 = np.minimum(both.max(axis=0) + radius + 1, (height, width))
-            box = (int(y0), int(x0), int(y1), int(x1))
-            self.pred_matched[c] += _count_matched(p_yx, g_yx, box, radius)
-            self.gt_matched[c] += _count_matched(g_yx, p_yx, box, radius)
+        kernel = disk(boundary_radius(height, width, self.bound_th))
+        pred_classes, pred_index = class_boundaries(pred)
+        gt_classes, gt_index = class_boundaries(gt)
+        # Every value of a non-constant map borders another value, so this checks all of them.
+        _check_range(np.append(pred_classes, pred[0, 0]), "pred", self.num_classes, VOID_LABEL)
+        _check_range(np.append(gt_classes, gt[0, 0]), "gt", self.num_classes, VOID_LABEL)
+        pred_classes, gt_classes = pred_classes.astype(np.intp), gt_classes.astype(np.intp)
+        bins = max(self.num_classes, VOID_LABEL + 1)
+        present = np.bincount(pred_classes, minlength=bins) + np.bincount(gt_classes, minlength=bins)
+        for c in np.flatnonzero(present[1 : self.num_classes]) + 1:
+            counts = _match_in_box(pred_index[pred_classes == c], gt_index[gt_classes == c], (height, width), kernel)
+            self.pred_matched[c] += counts[0]
+            self.pred_total[c] += counts[1]
+            self.gt_matched[c] += counts[2]
+            self.gt_total[c] += counts[3]
 
     def merge(self, other: ContourFScore) -> None:
         """Add the counts of ``other`` (same num_classes and bound_th)."""

@@ -117,21 +117,22 @@ def write_synthetic_voc(
 def render_image(rng: np.random.Generator, size: int, *, max_objects: int = 3, void_width: int = 1) -> SynthImage:
     """Render one image of 1..max_objects objects on a cluttered background.
 
-    A later object may cover at most 20% of an earlier body and none of an
+    A later object may cover at most 20% of any earlier body and none of an
     earlier part (else it is re-drawn, up to 20 tries, then dropped), so every
     object drawn stays visible and keeps its part.
     """
     image = _background(rng, size)
     mask = np.zeros((size, size), dtype=np.int64)
     parts = np.zeros((size, size), dtype=bool)
+    bodies: list[np.ndarray] = []
     classes: list[int] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         class_index = int(rng.integers(1, len(SYNTH_CLASSES) + 1))
         spec = SYNTH_CLASSES[class_index - 1]
         for _try in range(20):
             body, part = _object_masks(rng, spec.shape, size)
-            overlap = (mask[body] > 0).mean()
-            if overlap < 0.2 and not (parts & ndimage.binary_dilation(body, iterations=2)).any():
+            covers_little = all((body & earlier).sum() < 0.2 * earlier.sum() for earlier in bodies)
+            if covers_little and not (parts & ndimage.binary_dilation(body, iterations=2)).any():
                 break
         else:
             continue
@@ -139,6 +140,7 @@ def render_image(rng: np.random.Generator, size: int, *, max_objects: int = 3, v
         image[part] = _texture(spec, size)[part]
         mask[body] = class_index
         parts |= part
+        bodies.append(body)
         classes.append(class_index)
     if void_width > 0:
         window = 2 * void_width + 1

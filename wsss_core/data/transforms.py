@@ -180,11 +180,11 @@ class Normalize:
 
     def finish(self, rgb: np.ndarray, mask: np.ndarray | None, sample: Sample) -> TransformedSample:
         """rgb float32 [h,w,3] in [0,1], mask [h,w] or None -> TransformedSample."""
-        rgb_chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-        image = (rgb_chw - torch.from_numpy(self.mean)[:, None, None]) / torch.from_numpy(self.std)[:, None, None]
+        rgb_chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
+        image = (rgb_chw - self.mean[:, None, None]) / self.std[:, None, None]
         return TransformedSample(
-            image=image,
-            rgb=rgb_chw,
+            image=torch.from_numpy(image),
+            rgb=torch.from_numpy(rgb_chw),
             mask=None if mask is None else torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64)),
             labels=torch.from_numpy(np.asarray(sample.labels, dtype=np.float32)),
             name=sample.name,

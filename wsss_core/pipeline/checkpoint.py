@@ -22,12 +22,15 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 @dataclass
 class TrainState:
-    """Where a training loop stands: epochs done, optimiser steps done, and the
-    per-epoch mean losses {"loss": .., "cls": .., ...}."""
+    """Where a training loop stands: epochs done, optimiser steps done, the
+    per-epoch mean losses {"loss": .., "cls": .., ...}, and the training images
+    seen and wall seconds spent (for throughput figures)."""
 
     epoch: int = 0
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    images: int = 0
+    seconds: float = 0.0
 
 
 def save_checkpoint(
@@ -43,6 +46,8 @@ def save_checkpoint(
         "epoch": state.epoch,
         "step": state.step,
         "history": state.history,
+        "images": state.images,
+        "seconds": state.seconds,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
@@ -73,4 +78,4 @@ def load_checkpoint(
     generator.set_state(payload["sampling_rng"])
     if payload["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(payload["cuda_rng"])
-    return TrainState(epoch=payload["epoch"], step=payload["step"], history=payload["history"])
+    return TrainState(payload["epoch"], payload["step"], payload["history"], payload["images"], payload["seconds"])

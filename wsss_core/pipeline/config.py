@@ -1,7 +1,8 @@
 """The typed configuration of one pipeline run, read from YAML or a dict.
 
 Sections: `data` (wsss_core.data.DataConfig), `cam` (stage 1), `affinity`
-(stage 2), `segmentation` (stage 3), `crf`, `eval` and `runtime`. Every key is
+(stage 2), `segmentation` (stage 3), `crf` (wsss_core.crf.CRFConfig), `eval`
+and `runtime`. Every key is
 checked at the edge: an unknown key or an out-of-range value raises
 `ConfigError` with one line naming the key, the value and what is allowed.
 `flatten_config` gives the dotted-key view the study layer stores in Parquet.
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from wsss_core.crf import CRFConfig
 from wsss_core.data import DataConfig
 
 POOLINGS = ("gap", "gmp")
@@ -76,7 +78,8 @@ class CamConfig(TrainingConfig):
     """Stage 1: the CAM network and its pseudo-labels.
 
     Loss (Sec. 4.1): L_cls (Eq. 8: (1 - lam) * BCE(pooling) + lam * BCE(n importance
-    samples, Eqs. 5-6)) + fsl_weight * L_fs (Eqs. 9-12, sigma/mu learned from
+    samples, Eqs. 5-6); naive: per-class sigmoid maps instead of the softmax,
+    the Table 5 ablation) + fsl_weight * L_fs (Eqs. 9-12, sigma/mu learned from
     fsl_sigma_init/fsl_mu_init) + er_weight * L_er + ecr_weight * L_ecr (SEAM mode:
     siamese pass at seam_scale, SEAM's 0.3). The paper weights all terms 1.
     Inference: mean over infer_scales (x flip) of the softmax CAMs (Eq. 1) of
@@ -96,6 +99,7 @@ class CamConfig(TrainingConfig):
     lam: float = 0.5
     pooling: str = "gap"
     num_samples: int = 1
+    naive: bool = False
     fsl: bool = True
     fsl_weight: float = 1.0
     fsl_sigma_init: float = 5.0
@@ -182,30 +186,6 @@ class SegmentationConfig(TrainingConfig):
 
 
 @dataclass(frozen=True)
-class CRFSection:
-    """Dense CRF parameters (psa/SEAM values); see wsss_core.crf.CRFConfig."""
-
-    gauss_sxy: float = 3.0
-    gauss_compat: float = 3.0
-    bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
-    iterations: int = 10
-
-    def validate(self, section: str = "crf") -> None:
-        for name in ("gauss_sxy", "bilateral_sxy", "bilateral_srgb"):
-            _require(getattr(self, name) > 0, f"crf.{name}", getattr(self, name), "a number > 0")
-        for name in ("gauss_compat", "bilateral_compat"):
-            _require(getattr(self, name) >= 0, f"crf.{name}", getattr(self, name), "a number >= 0")
-        _require(self.iterations >= 1, "crf.iterations", self.iterations, "an integer >= 1")
-
-    def to_crf_config(self) -> Any:
-        from wsss_core.crf import CRFConfig
-
-        return CRFConfig(**dataclasses.asdict(self))
-
-
-@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation after every stage on `splits` (mIoU and contour F, Sec. 4.1).
 
@@ -265,7 +245,7 @@ class PipelineConfig:
     cam: CamConfig = field(default_factory=CamConfig)
     affinity: AffinityConfig = field(default_factory=AffinityConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
-    crf: CRFSection = field(default_factory=CRFSection)
+    crf: CRFConfig = field(default_factory=CRFConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
@@ -275,7 +255,7 @@ SECTIONS: dict[str, type] = {
     "cam": CamConfig,
     "affinity": AffinityConfig,
     "segmentation": SegmentationConfig,
-    "crf": CRFSection,
+    "crf": CRFConfig,
     "eval": EvalConfig,
     "runtime": RuntimeConfig,
 }

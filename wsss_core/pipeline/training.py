@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,7 @@ def fit(
     total = train.epochs * num_steps
     for epoch in range(state.epoch, train.epochs):
         model.train()
+        started = time.perf_counter()
         sums: dict[str, float] = {}
         count = 0
         bar = tqdm(
@@ -153,6 +155,7 @@ def fit(
             scaler.step(optimizer)
             scaler.update()
             state.step += 1
+            state.images += len(batch.names)
             count += 1
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
@@ -160,6 +163,7 @@ def fit(
         means = {key: value / max(count, 1) for key, value in sums.items()}
         state.history.append(means)
         state.epoch = epoch + 1
+        state.seconds += time.perf_counter() - started
         save_checkpoint(path, state, model, optimizer, scaler, generator)
         runtime.log.info(
             "%s epoch %d/%d: %s", name, state.epoch, train.epochs,

@@ -1,0 +1,318 @@
+"""Run, resume, inspect and list studies.
+
+A study lives in `<storage>/<name>/`: Tune's experiment (trial folders,
+experiment state), `study.json` (the validated spec, so `resume` needs only the
+name) and `results/` (the Parquet store). The pipeline's stage cache lives in
+`<storage>/_cache` when the storage is a local (or shared) folder, so every
+study in it reuses finished upstream stages; with a URI storage (s3://, gs://)
+pass a folder every node can reach as `cache_dir`.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from study.schema import STAGES
+from study.spec import StudySpec, expand_grid, num_trials, optuna_space, parse_spec
+from study.store import ResultsStore
+from study.trainable import TrialSetup, run_trial, study_trial_id
+
+STUDY_FILE = "study.json"
+CACHE_FOLDER = "_cache"
+
+
+class StudyError(ValueError):
+    """A study that cannot be run, resumed or found; one line for the user."""
+
+
+@dataclass(frozen=True)
+class StudyLocation:
+    """Where a study lives. storage: a local folder (made absolute) or a URI."""
+
+    storage: str
+    name: str
+
+    @property
+    def uri(self) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+    @property
+    def results(self) -> str:
+        return f"{self.uri}/results"
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.storage
+
+
+def locate(storage: str | os.PathLike, name: str) -> StudyLocation:
+    """A StudyLocation; file:// URIs become plain local paths."""
+    text = str(storage)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    if "://" not in text:
+        text = str(Path(text).expanduser().resolve())
+    return StudyLocation(text, name)
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    storage: str | os.PathLike,
+    name: str | None = None,
+    address: str | None = None,
+    cache_dir: str | None = None,
+    verbose: int = 1,
+) -> list[dict[str, Any]]:
+    """Run every trial of `spec` under `<storage>/<name>` (default: spec.name) and
+    return the status table. `address`: None starts a local Ray sized to the
+    machine (or uses the one already initialised in this process); "auto" or
+    "ray://host:port" joins a cluster."""
+    location = locate(storage, name or spec.name)
+    filesystem, path = _filesystem(location.uri)
+    if filesystem.get_file_info(f"{path}/{STUDY_FILE}").type != pafs.FileType.NotFound:
+        raise StudyError(f"study {location.name!r} already exists in {location.storage}; use `wsss study resume {location.name}` or another --name")
+    cache = cache_dir or _default_cache(location)
+    record = {
+        "spec": spec.to_dict(),
+        "cache_dir": cache,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "trials": num_trials(spec),
+    }
+    with ray_session(address):
+        tuner = _build_tuner(spec, location, cache, verbose)
+        filesystem.create_dir(path, recursive=True)
+        with filesystem.open_output_stream(f"{path}/{STUDY_FILE}") as stream:
+            stream.write(json.dumps(record, indent=1).encode())
+        tuner.fit()
+    return study_status(location.name, storage=location.storage)
+
+
+def resume_study(
+    name: str, *, storage: str | os.PathLike, address: str | None = None, verbose: int = 1
+) -> list[dict[str, Any]]:
+    """Continue a study whose driver died: unfinished trials resume from their
+    checkpoints, trials never started start; finished and failed ones stay."""
+    from ray import tune
+
+    location = locate(storage, name)
+    record = _read_record(location)
+    spec = parse_spec(record["spec"])
+    with ray_session(address):
+        if not tune.Tuner.can_restore(location.uri):
+            raise StudyError(f"study {name!r} in {location.storage} has no Tune experiment state to resume from")
+        tuner = tune.Tuner.restore(
+            location.uri,
+            trainable=_trainable(spec, location, record["cache_dir"]),
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=_param_space(spec),
+        )
+        tuner.fit()
+    return study_status(name, storage=location.storage)
+
+
+def study_status(name: str, *, storage: str | os.PathLike) -> list[dict[str, Any]]:
+    """One row per trial: state (Tune's), stage reached, val metrics of the last
+    stage reached, failures and the error, if any."""
+    from ray.tune import ExperimentAnalysis
+
+    location = locate(storage, name)
+    record = _read_record(location)
+    spec = parse_spec(record["spec"])
+    rows = {(r["trial_id"], r["stage"], r["split"]): r for r in ResultsStore(location.uri).read().to_pylist()}
+    table = []
+    try:
+        trials = ExperimentAnalysis(location.uri).trials
+    except (ValueError, FileNotFoundError):
+        trials = []
+    for trial in trials:
+        trial_id = study_trial_id(trial.config, spec, trial.trial_id)
+        reached = [s for s in STAGES if (trial_id, s, "val") in rows and rows[(trial_id, s, "val")]["status"] == "completed"]
+        last = rows.get((trial_id, reached[-1], "val"), {}) if reached else {}
+        errors = [r["error"] for (t, _, _), r in rows.items() if t == trial_id and r["error"]]
+        table.append({
+            "trial": trial_id,
+            "state": trial.status,
+            "stage": reached[-1] if reached else "-",
+            "miou": last.get("miou"),
+            "contour_f": last.get("contour_f"),
+            "failures": trial.num_failures,
+            "error": errors[0] if errors else "",
+        })
+    return sorted(table, key=lambda row: row["trial"])
+
+
+def list_studies(storage: str | os.PathLike) -> list[dict[str, Any]]:
+    """The studies in a storage: name, trial count, result rows, creation time."""
+    location = locate(storage, "")
+    filesystem, path = _filesystem(location.storage)
+    if filesystem.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    studies = []
+    for info in filesystem.get_file_info(pafs.FileSelector(path)):
+        if info.type != pafs.FileType.Directory or info.base_name.startswith(("_", ".")):
+            continue
+        try:
+            record = _read_record(locate(location.storage, info.base_name))
+        except StudyError:
+            continue
+        rows = ResultsStore(f"{location.storage.rstrip('/')}/{info.base_name}").read().num_rows
+        studies.append({
+            "study": info.base_name,
+            "trials": record["trials"],
+            "rows": rows,
+            "created_at": record["created_at"][:19],
+            "description": record["spec"].get("description", "")[:60],
+        })
+    return sorted(studies, key=lambda row: row["created_at"])
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table (floats to 3 decimals) of dict rows sharing keys."""
+    if not rows:
+        return "(none)"
+    columns = list(rows[0])
+    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, verbose: int) -> Any:
+    from ray import tune
+
+    from study.callback import ParquetResultsCallback
+
+    search = spec.search
+    repeats = 1 if search.algorithm == "grid" else len(spec.seeds)
+    tune_config = tune.TuneConfig(
+        metric=search.metric,
+        mode=search.mode,
+        search_alg=_searcher(spec),
+        scheduler=_scheduler(spec),
+        num_samples=1 if search.algorithm == "grid" else search.num_samples * repeats,
+        max_concurrent_trials=search.max_concurrent or None,
+        trial_dirname_creator=_trial_dirname,
+    )
+    run_config = tune.RunConfig(
+        name=location.name,
+        storage_path=location.storage,
+        failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[ParquetResultsCallback(location.name, location.uri, spec)],
+        verbose=verbose,
+    )
+    return tune.Tuner(
+        _trainable(spec, location, cache_dir),
+        param_space=_param_space(spec),
+        tune_config=tune_config,
+        run_config=run_config,
+    )
+
+
+def _trainable(spec: StudySpec, location: StudyLocation, cache_dir: str) -> Any:
+    from ray import tune
+
+    setup = TrialSetup(study=location.name, spec=spec, cache_dir=cache_dir)
+    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus, **spec.resources.custom}
+    return tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
+
+
+def _param_space(spec: StudySpec) -> dict[str, Any]:
+    from ray import tune
+
+    if spec.search.algorithm == "grid":
+        return {"point": tune.grid_search(expand_grid(spec))}
+    return {}
+
+
+def _searcher(spec: StudySpec) -> Any:
+    if spec.search.algorithm == "grid":
+        return None
+    import optuna
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(
+        space=functools.partial(optuna_space, axes=spec.axes, defaults=spec.defaults),
+        sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
+    )
+    return Repeater(searcher, repeat=len(spec.seeds)) if len(spec.seeds) > 1 else searcher
+
+
+def _scheduler(spec: StudySpec) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="stage_index",
+        max_t=len(STAGES),
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Use the Ray already initialised in this process, else start one (local,
+    sized to the machine, when address is None) and shut it down afterwards.
+    Trials keep the driver's working directory (RAY_CHDIR_TO_TRIAL_DIR=0), so
+    relative data paths in configs mean the same in every trial."""
+    import ray
+
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address, include_dashboard=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), uri
+
+
+def _default_cache(location: StudyLocation) -> str:
+    if location.is_local:
+        return f"{location.storage}/{CACHE_FOLDER}"
+    from wsss_core.pipeline.cache import default_cache_dir
+
+    return str(default_cache_dir())
+
+
+def _read_record(location: StudyLocation) -> dict[str, Any]:
+    filesystem, path = _filesystem(location.uri)
+    target = f"{path}/{STUDY_FILE}"
+    if filesystem.get_file_info(target).type == pafs.FileType.NotFound:
+        raise StudyError(f"no study {location.name!r} in {location.storage}; see `wsss study list --storage {location.storage}`")
+    with filesystem.open_input_stream(target) as stream:
+        return json.loads(stream.read().decode())

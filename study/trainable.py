@@ -1,0 +1,127 @@
+"""The Tune trainable: one trial = one run of the three-stage pipeline.
+
+The trial reports to Tune after every stage (`stage_index` 1..3 is the
+scheduler's time attribute) with a small checkpoint recording the stages done.
+Stage outputs live in the pipeline's content-addressed cache on the study
+storage, so trials sharing upstream settings reuse them, and a restarted trial
+(worker killed, node lost, driver resumed) picks up finished stages from the
+cache and an interrupted stage from its last epoch checkpoint.
+
+The Tune config of a trial is {"point": {"key": "p0003", "cam.lam": 0.5,
+"runtime.seed": 0, ...}} in grid studies and {"cam.lam": ..., "__trial_index__":
+i} (Optuna + Repeater, i indexes spec.seeds) in Optuna studies.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from study.schema import STAGES
+from study.spec import SEED_KEY, StudySpec
+
+PROGRESS_FILE = "progress.json"
+TRIAL_INDEX = "__trial_index__"
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial needs besides its config (pickled to the workers).
+
+    cache_dir: the pipeline's stage cache, a folder every node can reach
+    (the study storage when local or a shared file system).
+    """
+
+    study: str
+    spec: StudySpec
+    cache_dir: str
+
+
+def trial_point(config: dict[str, Any], spec: StudySpec) -> tuple[str | None, dict[str, Any]]:
+    """(stable point key or None, dotted point values incl. runtime.seed) of a Tune config."""
+    if "point" in config:
+        point = dict(config["point"])
+        return str(point.pop("key")), point
+    keys = {axis.key for axis in spec.axes}
+    point = {key: value for key, value in config.items() if key in keys}
+    point[SEED_KEY] = spec.seeds[int(config.get(TRIAL_INDEX, 0)) % len(spec.seeds)]
+    return None, point
+
+
+def study_trial_id(config: dict[str, Any], spec: StudySpec, tune_trial_id: str) -> str:
+    """The trial id stored in Parquet: the grid point key (stable across driver
+    restarts, so a resumed study rewrites rather than duplicates rows), else
+    Tune's trial id."""
+    key, _ = trial_point(config, spec)
+    return key or tune_trial_id
+
+
+def trial_config(config: dict[str, Any], spec: StudySpec) -> Any:
+    """The validated PipelineConfig of a trial."""
+    from wsss_core.pipeline.config import load_config
+
+    return load_config(spec.pipeline_dict(trial_point(config, spec)[1]))
+
+
+def flat_trial_config(config: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
+    """Dotted-key flattened pipeline config of a trial (Parquet's config columns)."""
+    from wsss_core.pipeline.config import flatten_config
+
+    return flatten_config(trial_config(config, spec))
+
+
+def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """Run the pipeline for one trial, reporting after each stage; stages already
+    reported before a restart (per the Tune checkpoint) are not reported again."""
+    import ray
+    from ray import tune
+
+    from wsss_core.pipeline import run_pipeline
+    from wsss_core.pipeline.cache import code_version
+
+    pipeline_config = trial_config(config, setup.spec)
+    checkpoint = tune.get_checkpoint()
+    done = 0
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            done = json.loads((Path(folder) / PROGRESS_FILE).read_text())["stage_index"]
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    out_dir = trial_dir / "pipeline"
+    node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    version = code_version()
+
+    def report(result: Any) -> None:
+        index = STAGES.index(result.stage) + 1
+        if index <= done:
+            return
+        finished = datetime.now(timezone.utc)
+        val = result.metrics.get("val", {})
+        payload = {
+            "stage": result.stage,
+            "metrics": result.metrics,
+            "seconds": result.seconds,
+            "cache_hit": bool(result.cache_hit),
+            "learned": dict(result.learned or {}),
+            "started_at": (finished.timestamp() - float(result.seconds)),
+            "finished_at": finished.timestamp(),
+            "node": node,
+            "trial_dir": str(trial_dir),
+            "overlay_dir": str(out_dir / "overlays" / result.stage),
+            "code_version": version,
+        }
+        metrics = {
+            "stage_index": index,
+            "miou": val.get("miou"),
+            "contour_f": val.get("contour_f"),
+            **{f"{result.stage}_{name}": val.get(name) for name in ("miou", "contour_f")},
+            "wsss": payload,
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / PROGRESS_FILE).write_text(json.dumps({"stage_index": index, "stage": result.stage}))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    run_pipeline(pipeline_config, out_dir, cache_dir=setup.cache_dir, on_stage_end=report, progress=False)

@@ -1,0 +1,161 @@
+"""The three-stage pipeline end to end on tiny synthetic data, stage outputs,
+the cache across runs, both CAM modes, and the process-pool pieces."""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wsss_core.data import build_dataset, read_mask
+from wsss_core.pipeline import load_config, run_pipeline
+from wsss_core.pipeline import pool_tasks, runner, stage_cam
+from wsss_core.pipeline.cache import code_version
+from wsss_core.pipeline.context import StageContext
+from wsss_core.pipeline.evaluate import ImagePool, score_split
+from wsss_core.pipeline.training import Runtime
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "search_spaces" / "pipeline_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    cache = tmp_path_factory.mktemp("cache")
+    out = tmp_path_factory.mktemp("out")
+    seen = []
+    result = run_pipeline(TINY, out, cache_dir=cache, on_stage_end=seen.append, progress=False)
+    return result, seen, out, cache
+
+
+def test_every_stage_reports_metrics_in_range(tiny_run) -> None:
+    result, seen, out, _ = tiny_run
+    assert [(r.stage, r.index, r.cache_hit) for r in seen] == [
+        ("cam", 1, False), ("affinity", 2, False), ("segmentation", 3, False)]
+    for stage in seen:
+        assert set(stage.metrics) == {"train", "val"}
+        for split in stage.metrics.values():
+            assert 0.0 <= split["miou"] <= 1.0 and 0.0 <= split["contour_f"] <= 1.0
+            assert len(split["per_class_iou"]) == len(split["per_class_f"]) == 6
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"cam", "affinity", "segmentation"}
+    for stage, values in metrics.items():
+        assert values["miou"] == values["splits"]["val"]["miou"]
+        assert 0.0 <= values["contour_f"] <= 1.0
+    assert metrics["cam"]["bg_threshold"] in (0.2, 0.4)
+    sigma, mu = metrics["cam"]["fsl_sigma"], metrics["cam"]["fsl_mu"]
+    assert sigma > 0 and (sigma, mu) != (2.0, 0.0)  # learned, moved from the initial values
+    assert metrics["segmentation"]["fsl_sigma"] == sigma
+
+
+def test_log_overlays_and_stage_outputs_are_written(tiny_run) -> None:
+    result, seen, out, cache = tiny_run
+    log = (out / "pipeline.log").read_text()
+    for stage in ("cam", "affinity", "segmentation"):
+        assert f"{stage} done" in log
+        panels = sorted((out / "overlays" / stage).glob("*.png"))
+        assert len(panels) == 1
+        width, height = Image.open(panels[0]).size
+        assert width > 4 * 64 and height > 64
+    cam_dir = cache / "stages" / "cam" / seen[0].key
+    labels = [read_mask(p) for p in sorted((cam_dir / "labels" / "train").glob("*.png"))]
+    assert len(labels) == 16 and len(list((cam_dir / "cams" / "train").glob("*.npz"))) == 16
+    values = np.unique(np.concatenate([label.ravel() for label in labels]))
+    assert set(values.tolist()) <= {0, 1, 2, 3, 4, 5, 255} and 0 in values
+    aff_dir = cache / "stages" / "affinity" / seen[1].key
+    assert len(list((aff_dir / "labels" / "train").glob("*.png"))) == 16
+    assert not list((cache / "stages").glob("*/*.partial"))
+    assert "checkpoint.pt" not in {p.name for p in cam_dir.iterdir()}
+
+
+def test_second_run_hits_the_cache_and_a_stage3_change_reuses_stages_1_and_2(tiny_run, tmp_path: Path) -> None:
+    first, _, _, cache = tiny_run
+    again = run_pipeline(TINY, tmp_path / "again", cache_dir=cache, progress=False)
+    assert [r.cache_hit for r in again.stages] == [True, True, True]
+    assert again.metrics()["segmentation"]["miou"] == first.metrics()["segmentation"]["miou"]
+    assert "cache hit" in (tmp_path / "again" / "pipeline.log").read_text()
+    changed = run_pipeline(TINY, tmp_path / "changed", cache_dir=cache, progress=False,
+                           overrides=["segmentation.epochs=2"])
+    assert [r.cache_hit for r in changed.stages] == [True, True, False]
+    assert [r.key for r in changed.stages[:2]] == [r.key for r in first.stages[:2]]
+    assert changed.stages[2].key != first.stages[2].key
+
+
+def test_stage_keys_chain_upstream_changes_downstream(tmp_path: Path) -> None:
+    cfg = load_config(TINY)
+    datasets = {s: build_dataset(cfg.data, s, cache_dir=tmp_path) for s in ("train", "val")}
+    base = runner._stage_keys(cfg, datasets, code_version())
+
+    def keys(*overrides: str) -> dict[str, str]:
+        return runner._stage_keys(load_config(TINY, list(overrides)), datasets, code_version())
+
+    changed = keys("cam.lam=0.9")
+    assert all(changed[s] != base[s] for s in base)
+    changed = keys("affinity.beta=4")
+    assert changed["cam"] == base["cam"] and changed["affinity"] != base["affinity"]
+    assert changed["segmentation"] != base["segmentation"]
+    assert keys("eval.workers=3") == base  # the pool size does not change results
+    assert keys("runtime.seed=1")["cam"] != base["cam"]
+
+
+def _context(cfg, tmp_path: Path) -> StageContext:
+    runtime = Runtime.from_config(cfg.runtime, progress=False, log=logging.getLogger("test_pipeline"))
+    datasets = {s: build_dataset(cfg.data, s, cache_dir=tmp_path / "data") for s in ("train", "val")}
+    return StageContext(cfg, runtime, ImagePool(0), datasets, datasets["train"].num_classes)
+
+
+@pytest.mark.parametrize("mode", ["plain", "seam"])
+def test_both_cam_modes_train_and_the_loss_falls(mode: str, tmp_path: Path) -> None:
+    cfg = load_config(TINY, [f"cam.mode={mode}", "cam.epochs=4", "cam.lr=0.02"])
+    trained = stage_cam.train(_context(cfg, tmp_path), tmp_path)
+    history = trained["history"]
+    assert len(history) == 4
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert {"cls", "fsl"} <= set(history[0])
+    assert ({"er", "ecr"} <= set(history[0])) == (mode == "seam")
+    assert (tmp_path / "model.pt").is_file()
+
+
+def test_pool_tasks_never_import_torch() -> None:
+    code = "import sys, wsss_core.pipeline.pool_tasks; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_pool_scores_equal_in_process_scores() -> None:
+    rng = np.random.default_rng(0)
+    items = []
+    for _ in range(6):
+        gt = rng.integers(0, 3, size=(24, 24)).astype(np.uint8)
+        gt[:2] = 255
+        pred = np.where(rng.random((24, 24)) < 0.7, gt % 255, rng.integers(0, 3, size=(24, 24))).astype(np.uint8)
+        items.append(({"a": pred, "b": np.zeros_like(pred)}, gt))
+    kwargs = dict(num_classes=3, bound_th=0.05, total=len(items), desc="t", progress=False)
+    with ImagePool(0) as inline, ImagePool(2) as pool:
+        assert score_split(pool, iter(items), **kwargs) == score_split(inline, iter(items), **kwargs)
+
+
+def test_confident_crf_labels_follow_the_alpha_rule() -> None:
+    from wsss_core.crf import CRFConfig
+
+    image = np.full((40, 40, 3), 90, dtype=np.uint8)
+    image[10:30, 10:30] = (220, 40, 40)
+    cam = np.zeros((1, 40, 40), dtype=np.float32)
+    cam[0, 10:30, 10:30] = 1.0
+    cam[0, 6:34, 6:34] = np.maximum(cam[0, 6:34, 6:34], 0.45)
+    label = pool_tasks.confident_crf_label(image, cam, np.array([3]), 2.0, 4.0, CRFConfig())
+    assert label[20, 20] == 3 and label[0, 0] == 0
+    assert set(np.unique(label).tolist()) <= {0, 3, 255}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_with_amp_and_channels_last(tmp_path: Path) -> None:
+    result = run_pipeline(TINY, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False,
+                          overrides=["runtime.device=cuda", "runtime.amp=true", "runtime.channels_last=true"])
+    assert all(0.0 <= r.metrics["val"]["miou"] <= 1.0 for r in result.stages)

@@ -1,0 +1,223 @@
+"""`run_pipeline`: one trial, all three stages, each reused from the
+content-addressed cache when its key matches, resumed from its last epoch
+checkpoint when a previous run was killed."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from wsss_core.data import build_dataset
+from wsss_core.pipeline import stage_affinity, stage_cam, stage_segmentation
+from wsss_core.pipeline.cache import StageSlot, atomic_write_text, code_version, default_cache_dir, hash_json, stage_key
+from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME
+from wsss_core.pipeline.config import PipelineConfig, config_to_dict, load_config
+from wsss_core.pipeline.context import StageContext, read_stage_metrics
+from wsss_core.pipeline.evaluate import ImagePool
+from wsss_core.pipeline.training import Runtime
+
+STAGES = ("cam", "affinity", "segmentation")
+LOG_NAME = "pipeline.log"
+METRICS_NAME = "metrics.json"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One finished stage. metrics: {split: {"miou", "contour_f", "per_class_iou",
+    "per_class_f"}} (values in [0, 1], per-class None where undefined); learned:
+    {"fsl_sigma", "fsl_mu"} (None when FSL is off and after stages 2-3 they
+    repeat stage 1's values); extra: stage specifics (cam: chosen bg_threshold and
+    the sweep curve; all: per-epoch loss history)."""
+
+    stage: str
+    index: int
+    metrics: dict[str, dict[str, Any]]
+    seconds: float
+    cache_hit: bool
+    key: str
+    learned: dict[str, float | None]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """All stage results of a run, its folder and its config."""
+
+    stages: list[StageResult]
+    out_dir: Path
+    config: PipelineConfig
+    code_version: str
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """The content of metrics.json."""
+        return {result.stage: _stage_summary(result) for result in self.stages}
+
+
+def run_pipeline(
+    config: PipelineConfig | dict | str | Path,
+    out_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    on_stage_end: Callable[[StageResult], None] | None = None,
+    progress: bool = True,
+    overrides: list[str] | None = None,
+) -> PipelineResult:
+    """Run (or reuse) the three stages and write out_dir/{metrics.json,
+    pipeline.log, config.yaml, overlays/<stage>/*.png}.
+
+    config: a PipelineConfig, a dict or a YAML path (see load_config);
+    overrides: "section.key=value" strings on top. cache_dir: stage outputs
+    (default $WSSS_CACHE or ~/.cache/wsss). on_stage_end(StageResult) is called
+    after every stage, cache hits included.
+    """
+    cfg = load_config(config, overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    log, handlers = _open_log(out, progress)
+    try:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        runtime = Runtime.from_config(cfg.runtime, progress=progress, log=log)
+        if cfg.runtime.threads is not None:
+            torch.set_num_threads(cfg.runtime.threads)
+        datasets = {split: build_dataset(cfg.data, split, cache_dir=cache_root / "data") for split in ("train", "val")}
+        num_classes = datasets["train"].num_classes
+        code = code_version()
+        keys = _stage_keys(cfg, datasets, code)
+        log.info("pipeline: %d train / %d val images, K=%d classes, device %s, code %s, cache %s",
+                 len(datasets["train"]), len(datasets["val"]), num_classes, runtime.device, code, cache_root)
+        results: list[StageResult] = []
+        with ImagePool(cfg.eval.workers) as pool:
+            ctx = StageContext(cfg, runtime, pool, datasets, num_classes)
+            dirs: dict[str, Path] = {}
+            for index, stage in enumerate(STAGES, start=1):
+                result, dirs[stage] = _run_stage(ctx, stage, index, keys[stage], cache_root, dirs, log)
+                if stage != "cam":
+                    result = StageResult(**{**asdict(result), "learned": results[0].learned})
+                _copy_overlays(dirs[stage] / "overlays", out / "overlays" / stage)
+                results.append(result)
+                atomic_write_text(out / METRICS_NAME, json.dumps(
+                    {r.stage: _stage_summary(r) for r in results}, indent=1, sort_keys=True))
+                if on_stage_end is not None:
+                    on_stage_end(result)
+        return PipelineResult(results, out, cfg, code)
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _run_stage(
+    ctx: StageContext, stage: str, index: int, key: str, cache_root: Path, dirs: dict[str, Path], log: logging.Logger
+) -> tuple[StageResult, Path]:
+    slot = StageSlot(cache_root, stage, key)
+    start = time.perf_counter()
+    with slot.claim() as done:
+        if done:
+            log.info("%s: cache hit %s (%s)", stage, key, slot.final)
+        else:
+            log.info("%s: computing %s", stage, key)
+            work = slot.work_dir()
+            if stage == "cam":
+                stage_cam.run(ctx, work)
+            elif stage == "affinity":
+                stage_affinity.run(ctx, dirs["cam"], work)
+            else:
+                stage_segmentation.run(ctx, dirs["cam"], dirs["affinity"], work)
+            slot.commit(drop=(CHECKPOINT_NAME,))
+    seconds = time.perf_counter() - start
+    stored = read_stage_metrics(slot.final)
+    learned = stored["learned"] or {"fsl_sigma": None, "fsl_mu": None}
+    result = StageResult(stage, index, stored["splits"], seconds, done, key, learned, stored["extra"])
+    val = result.metrics.get("val", {})
+    log.info("%s done in %.1f s%s: val mIoU %.4f, contour F %.4f", stage, seconds, " (cache hit)" if done else "",
+             val.get("miou", float("nan")), val.get("contour_f", float("nan")))
+    return result, slot.final
+
+
+def _stage_keys(cfg: PipelineConfig, datasets: dict[str, Any], code: str) -> dict[str, str]:
+    """cam <- (cam, crf, eval, seed/amp/channels_last); affinity <- (affinity, ...)
+    + cam key; segmentation <- (segmentation, crf, ...) + affinity key."""
+    sections = config_to_dict(cfg)
+    shared = {
+        "eval": {k: v for k, v in sections["eval"].items() if k != "workers"},
+        "runtime": {k: sections["runtime"][k] for k in ("seed", "amp", "channels_last")},
+    }
+    identity = _dataset_identity(cfg, datasets)
+    cam = stage_key("cam", {"cam": sections["cam"], "crf": sections["crf"], **shared}, None, identity, code)
+    affinity = stage_key("affinity", {"affinity": sections["affinity"], **shared}, cam, identity, code)
+    segmentation = stage_key(
+        "segmentation", {"segmentation": sections["segmentation"], "crf": sections["crf"], **shared},
+        affinity, identity, code,
+    )
+    return {"cam": cam, "affinity": affinity, "segmentation": segmentation}
+
+
+def _dataset_identity(cfg: PipelineConfig, datasets: dict[str, Any]) -> str:
+    """Hash of the data config (the generated folder's path left out for
+    synthetic data), the resolved root and the image ids of both splits."""
+    data = config_to_dict(cfg)["data"]
+    identity: dict[str, Any] = {"data": data}
+    if not (cfg.data.kind == "synthetic" and cfg.data.root is None):
+        identity["root"] = str(Path(getattr(datasets["train"], "root", cfg.data.root)).resolve())
+    for split, dataset in datasets.items():
+        identity[split] = getattr(dataset, "names", len(dataset))
+    return hash_json(identity)
+
+
+def _stage_summary(result: StageResult) -> dict[str, Any]:
+    """metrics.json entry: val metrics at top level, every split under "splits"."""
+    val = result.metrics.get("val", {})
+    summary: dict[str, Any] = {
+        "miou": val.get("miou"),
+        "contour_f": val.get("contour_f"),
+        "per_class_iou": val.get("per_class_iou"),
+        "per_class_f": val.get("per_class_f"),
+        "splits": result.metrics,
+        "fsl_sigma": result.learned.get("fsl_sigma"),
+        "fsl_mu": result.learned.get("fsl_mu"),
+        "seconds": result.seconds,
+        "cache_hit": result.cache_hit,
+        "key": result.key,
+    }
+    if "bg_threshold" in result.extra:
+        summary["bg_threshold"] = result.extra["bg_threshold"]
+    return summary
+
+
+def _copy_overlays(source: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    if source.is_dir():
+        shutil.copytree(source, target)
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """Log lines written through tqdm, so they do not break progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record))
+
+
+def _open_log(out: Path, progress: bool) -> tuple[logging.Logger, list[logging.Handler]]:
+    """A logger for this run writing out/pipeline.log (and stderr when progress)."""
+    log = logging.getLogger(f"wsss.pipeline.{out.resolve()}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    handlers: list[logging.Handler] = [logging.FileHandler(out / LOG_NAME)]
+    if progress:
+        handlers.append(_TqdmHandler())
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        log.addHandler(handler)
+    return log, handlers

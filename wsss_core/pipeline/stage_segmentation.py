@@ -1,0 +1,138 @@
+"""Stage 3: DeepLab-v1 trained on the refined pseudo-labels; multi-scale +
+flip inference followed by a dense CRF (as SEAM); evaluation."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsss_core.data import Batch, read_mask, write_mask
+from wsss_core.models import DeepLabV1, build_backbone
+from wsss_core.pipeline import pool_tasks, stage_affinity, stage_cam
+from wsss_core.pipeline.config import SegmentationConfig
+from wsss_core.pipeline.context import StageContext, write_stage_metrics
+from wsss_core.pipeline.datasets import PseudoLabelView
+from wsss_core.pipeline.evaluate import score_split
+from wsss_core.pipeline.inference import multiscale_probs
+from wsss_core.pipeline.overlays import overlay_panel, save_panel
+from wsss_core.pipeline.training import build_optimizer, derived_seed, fit, make_batches, steps_per_epoch
+
+STAGE_INDEX = 3
+MODEL_NAME = "model.pt"
+IGNORE = 255
+
+
+def prediction_path(stage_dir: Path, split: str, name: str) -> Path:
+    return stage_dir / "predictions" / split / f"{name}.png"
+
+
+def build_deeplab(c: SegmentationConfig, num_classes: int, weights: str | None) -> DeepLabV1:
+    return DeepLabV1(build_backbone(c.backbone, weights), num_classes, head_channels=c.head_channels,
+                     dilation=c.dilation, dropout=c.dropout)
+
+
+def segmentation_step(model: DeepLabV1, batch: Batch) -> dict[str, torch.Tensor]:
+    """Logits [B,K,h,w] upsampled to the crop, cross-entropy against the
+    pseudo-label crop [B,H,W] (255 ignored)."""
+    logits = model(batch.image)
+    logits = F.interpolate(logits.float(), batch.mask.shape[-2:], mode="bilinear", align_corners=False)
+    return {"loss": F.cross_entropy(logits, batch.mask, ignore_index=IGNORE)}
+
+
+def train(ctx: StageContext, affinity_dir: Path, work_dir: Path) -> dict[str, Any]:
+    c, runtime = ctx.config.segmentation, ctx.runtime
+    seed = derived_seed(runtime.seed, STAGE_INDEX)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = runtime.to_device(build_deeplab(c, ctx.num_classes, c.weights))
+    optimizer = build_optimizer(model.param_groups(c.lr, c.weight_decay))
+    dataset = PseudoLabelView(ctx.datasets["train"], affinity_dir / "labels" / "train")
+    transform = stage_cam.train_transform(c, model.backbone)
+
+    def epoch_batches(epoch: int):
+        for batch in make_batches(dataset, transform, seed=seed, epoch=epoch, batch_size=c.batch_size,
+                                  workers=runtime.loader_workers):
+            yield Batch(runtime.images(batch.image), batch.rgb, batch.mask.to(runtime.device), batch.labels, batch.names)
+
+    state = fit(
+        name="segmentation", model=model, optimizer=optimizer, step_fn=lambda b: segmentation_step(model, b),
+        epoch_batches=epoch_batches, num_steps=steps_per_epoch(len(dataset), c.batch_size), train=c,
+        work_dir=work_dir, generator=generator, runtime=runtime,
+    )
+    torch.save(model.state_dict(), work_dir / MODEL_NAME)
+    return {"history": state.history, "train_images": state.images, "train_seconds": state.seconds}
+
+
+def predict(ctx: StageContext, work_dir: Path) -> None:
+    """Multi-scale + flip softmax, then CRF (in the pool) when configured ->
+    predictions/<split>/*.png for the evaluated images of each split."""
+    c, runtime = ctx.config.segmentation, ctx.runtime
+    model = build_deeplab(c, ctx.num_classes, None)
+    model.load_state_dict(torch.load(work_dir / MODEL_NAME, map_location="cpu", weights_only=True))
+    model = runtime.to_device(model).eval()
+    crf = ctx.config.crf
+
+    def probs_fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(x).float(), dim=1)
+
+    for split, indices in _prediction_indices(ctx).items():
+        dataset = ctx.datasets[split]
+        (work_dir / "predictions" / split).mkdir(parents=True, exist_ok=True)
+        todo = [i for i in indices if not prediction_path(work_dir, split, dataset.names[i]).is_file()]
+
+        def tasks(dataset=dataset, todo=todo):
+            for i in todo:
+                sample = dataset[i]
+                probs = multiscale_probs(probs_fn, sample, scales=c.infer_scales, flip=c.infer_flip,
+                                         mean=model.backbone.mean, std=model.backbone.std, runtime=runtime)
+                yield sample.image, probs.numpy(), crf
+
+        if c.crf:
+            labels = ctx.pool.imap(pool_tasks.crf_argmax, tasks(), desc=f"segmentation CRF ({split})",
+                                   total=len(todo), progress=runtime.progress)
+        else:
+            labels = (np.argmax(probs, axis=0).astype(np.uint8) for _, probs, _ in tasks())
+        for i, label in zip(todo, labels):
+            write_mask(prediction_path(work_dir, split, dataset.names[i]), label)
+
+
+def _prediction_indices(ctx: StageContext) -> dict[str, list[int]]:
+    """{split: image indices}: the evaluated images, plus the train overlay images."""
+    wanted = {split: set(ctx.eval_indices(split)) for split in ctx.config.eval.splits}
+    if ctx.overlay_indices():
+        wanted.setdefault("train", set()).update(ctx.overlay_indices())
+    return {split: sorted(indices) for split, indices in wanted.items()}
+
+
+def evaluate(ctx: StageContext, work_dir: Path) -> dict[str, dict]:
+    splits = {}
+    for split in ctx.config.eval.splits:
+        dataset, indices = ctx.datasets[split], ctx.eval_indices(split)
+        items = (({"pred": read_mask(prediction_path(work_dir, split, dataset.names[i]))}, dataset[i].mask)
+                 for i in indices)
+        splits[split] = score_split(ctx.pool, items, num_classes=ctx.num_classes, bound_th=ctx.config.eval.bound_th,
+                                    total=len(indices), desc=f"segmentation eval ({split})",
+                                    progress=ctx.runtime.progress)["pred"]
+    return splits
+
+
+def write_overlays(ctx: StageContext, cam_dir: Path, affinity_dir: Path, work_dir: Path) -> None:
+    """image | CAM | refined label (training target) | DeepLab prediction | GT."""
+    dataset = ctx.datasets["train"]
+    for i in ctx.overlay_indices():
+        sample = dataset[i]
+        fg, _ = stage_cam.read_cam(cam_dir, "train", sample.name)
+        panel = overlay_panel(sample.image, stage_cam.cam_max(fg, sample.image.shape[:2]),
+                              read_mask(stage_affinity.label_path(affinity_dir, "train", sample.name)),
+                              read_mask(prediction_path(work_dir, "train", sample.name)), sample.mask)
+        save_panel(work_dir / "overlays" / f"{sample.name}.png", panel)
+
+
+def run(ctx: StageContext, cam_dir: Path, affinity_dir: Path, work_dir: Path) -> None:
+    trained = train(ctx, affinity_dir, work_dir)
+    predict(ctx, work_dir)
+    write_stage_metrics(work_dir, evaluate(ctx, work_dir), {}, {k: v for k, v in trained.items() if k != "learned"})
+    write_overlays(ctx, cam_dir, affinity_dir, work_dir)
