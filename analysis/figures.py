@@ -154,7 +154,7 @@ def per_class_heatmap(frame: pd.DataFrame, stage: str = FINAL_STAGE, split: str 
 
 
 def trial_timeline(frame: pd.DataFrame) -> go.Figure | None:
-    """Which trial ran which stage when, one bar per trial x stage, coloured by node; failed stages outlined black."""
+    """Which trial ran which stage when: one bar per trial x stage that ran, coloured by node."""
     rows = frame[frame["started_at"].notna() & frame["finished_at"].notna()]
     rows = rows.drop_duplicates(["trial_id", "stage"]).sort_values("started_at")
     if rows.empty:
@@ -164,8 +164,7 @@ def trial_timeline(frame: pd.DataFrame) -> go.Figure | None:
         duration_ms = (part["finished_at"] - part["started_at"]).dt.total_seconds().to_numpy() * 1000.0
         fig.add_trace(go.Bar(
             y=part["trial_id"], x=duration_ms, base=part["started_at"].dt.tz_convert(None).astype(str).tolist(), orientation="h",
-            name=str(node), marker=dict(color=PALETTE[index % len(PALETTE)],
-                                        line=dict(color=["black" if s == "failed" else "white" for s in part["status"]], width=1.5)),
+            name=str(node), marker=dict(color=PALETTE[index % len(PALETTE)], line=dict(color="white", width=1)),
             text=part["stage"].astype(str), textposition="inside", insidetextanchor="middle",
             customdata=np.stack([part["stage"].astype(str), part["status"]], axis=1),
             hovertemplate="%{y}<br>%{customdata[0]} (%{customdata[1]})<br>%{base} + %{x:.0f} ms",

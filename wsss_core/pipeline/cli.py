@@ -33,8 +33,11 @@ def run_command(args: argparse.Namespace) -> int:
         from wsss_core.pipeline.runner import run_pipeline
 
         result = run_pipeline(config, args.out, cache_dir=args.cache, progress=not args.quiet)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # e.g. a missing weights file; the traceback is in the log
+        print(f"error: {error} (details: {args.out}/pipeline.log)", file=sys.stderr)
         return 2
     for stage, metrics in result.metrics().items():
         hit = " (cache hit)" if metrics["cache_hit"] else ""

@@ -44,6 +44,7 @@ def confident_crf_label(
     uint8 [H,W]: the low-alpha foreground, 0 where the high-alpha CRF says
     background, 255 (ignore) elsewhere.
     """
+    image = np.require(image, np.uint8, ["C", "W"])  # pydensecrf refuses read-only buffers
     low = _crf_argmax_with_bg(image, fg_cams, present, alpha_low, crf)
     high = _crf_argmax_with_bg(image, fg_cams, present, alpha_high, crf)
     label = low.copy()
@@ -54,6 +55,7 @@ def confident_crf_label(
 
 def crf_argmax(image: np.ndarray, probs: np.ndarray, crf: CRFConfig) -> np.ndarray:
     """image uint8 [H,W,3], probs float [K,H,W] -> uint8 [H,W] argmax of the CRF marginals."""
+    image = np.require(image, np.uint8, ["C", "W"])  # pydensecrf refuses read-only buffers
     refined = dense_crf(image, np.ascontiguousarray(probs, dtype=np.float32), crf)
     return np.argmax(refined, axis=0).astype(np.uint8)
 

@@ -110,6 +110,9 @@ def run_pipeline(
                 if on_stage_end is not None:
                     on_stage_end(result)
         return PipelineResult(results, out, cfg, code)
+    except Exception:
+        log.exception("pipeline failed")
+        raise
     finally:
         for handler in handlers:
             log.removeHandler(handler)

@@ -1,0 +1,76 @@
+"""End to end on a local Ray (one session for the module): a grid study over a
+stage-3 setting shares stages 1-2 through the cache and writes one Parquet row
+per trial x stage x split; an Optuna TPE study with ASHA; the CLI's status/list."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from study.cli import main  # noqa: E402
+from study.runner import StudyError, run_study, study_status  # noqa: E402
+from study.schema import STAGES  # noqa: E402
+from study.spec import parse_spec  # noqa: E402
+
+TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield tmp_path_factory.mktemp("studies")
+    ray.shutdown()
+
+
+def tiny_spec(name, **entries):
+    return parse_spec({"name": name, "base": TINY, "resources": {"cpus": 1}, **entries})
+
+
+def test_grid_study_shares_upstream_stages_and_writes_every_row(storage, capsys):
+    spec = tiny_spec("grid", space={"segmentation.lr": {"grid": [0.01, 0.02]}}, search={"max_concurrent": 2})
+    table = run_study(spec, storage=storage, verbose=0)
+    assert [row["state"] for row in table] == ["TERMINATED", "TERMINATED"]
+    assert [row["stage"] for row in table] == ["segmentation", "segmentation"]
+
+    results = ds.dataset(storage / "grid" / "results").to_table().to_pylist()
+    assert len(results) == 2 * len(STAGES) * 2
+    assert {(r["trial_id"], r["stage"], r["split"]) for r in results} == {
+        (t, s, split) for t in ("p0000", "p0001") for s in STAGES for split in ("train", "val")
+    }
+    assert all(r["status"] == "completed" and 0 <= r["miou"] <= 1 for r in results)
+    assert all(r["study"] == "grid" and r["lambda"] == 0.5 and r["backbone"] == "resnet_small" for r in results)
+    assert all(r["node"] and r["trial_dir"] and r["code_version"] and r["started_at"] <= r["finished_at"] for r in results)
+    cam_hits = sorted(r["cache_hit"] for r in results if r["stage"] == "cam" and r["split"] == "val")
+    assert cam_hits == [False, True], "the second trial must reuse stage 1 from the shared cache"
+    seg = {r["trial_id"]: r for r in results if r["stage"] == "segmentation" and r["split"] == "val"}
+    assert '"segmentation.lr": 0.02' in seg["p0001"]["config_json"]
+    assert not any(r["cache_hit"] for r in seg.values())
+
+    assert main(["study", "status", "grid", "--storage", str(storage)]) == 0
+    assert main(["study", "list", "--storage", str(storage)]) == 0
+    out = capsys.readouterr().out
+    assert "p0001" in out and "TERMINATED" in out and "grid" in out
+
+    with pytest.raises(StudyError, match="already exists"):
+        run_study(spec, storage=storage, verbose=0)
+
+
+def test_optuna_tpe_study_with_asha(storage):
+    spec = tiny_spec(
+        "tpe",
+        space={"segmentation.lr": {"loguniform": [0.001, 0.1]}, "segmentation.dilation": {"choice": [1, 2]}},
+        search={"algorithm": "optuna", "num_samples": 2, "max_concurrent": 1},
+        scheduler={"type": "asha", "grace_period": 1},
+    )
+    table = run_study(spec, storage=storage, verbose=0)
+    assert len(table) == 2 and all(row["state"] == "TERMINATED" for row in table)
+    rows = ds.dataset(storage / "tpe" / "results").to_table().to_pylist()
+    trials = {r["trial_id"] for r in rows}
+    assert len(trials) == 2 and not trials & {"p0000", "p0001"}
+    lrs = {r["trial_id"]: r["config_json"] for r in rows}
+    assert all('"segmentation.lr": 0.0' in text for text in lrs.values())
+    status = {row["trial"]: row for row in study_status("tpe", storage=storage)}
+    assert set(status) == trials
