@@ -205,8 +205,6 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, verbo
     search = spec.search
     repeats = 1 if search.algorithm == "grid" else len(spec.seeds)
     tune_config = tune.TuneConfig(
-        metric=search.metric,
-        mode=search.mode,
         search_alg=_searcher(spec),
         scheduler=_scheduler(spec),
         num_samples=1 if search.algorithm == "grid" else search.num_samples * repeats,
@@ -246,6 +244,7 @@ def _param_space(spec: StudySpec) -> dict[str, Any]:
 
 
 def _searcher(spec: StudySpec) -> Any:
+    """None for grid studies (Tune's grid/FIFO); Optuna TPE, repeated once per seed."""
     if spec.search.algorithm == "grid":
         return None
     import optuna
@@ -254,18 +253,24 @@ def _searcher(spec: StudySpec) -> Any:
 
     searcher = OptunaSearch(
         space=functools.partial(optuna_space, axes=spec.axes, defaults=spec.defaults),
+        metric=spec.search.metric,
+        mode=spec.search.mode,
         sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
     )
     return Repeater(searcher, repeat=len(spec.seeds)) if len(spec.seeds) > 1 else searcher
 
 
 def _scheduler(spec: StudySpec) -> Any:
+    """FIFO, or ASHA on the stage index; both searcher and scheduler get the
+    metric directly (an Optuna define-by-run space refuses it from TuneConfig)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if spec.scheduler.type == "fifo":
         return FIFOScheduler()
     return ASHAScheduler(
         time_attr="stage_index",
+        metric=spec.search.metric,
+        mode=spec.search.mode,
         max_t=len(STAGES),
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,

@@ -55,7 +55,7 @@ def wait_for(condition, timeout=240.0):
 
 def test_a_nan_trial_is_retried_recorded_and_does_not_stop_the_study(storage):
     spec = parse_spec(tiny_raw(
-        "nan", space={"cam.lr": {"grid": [0.05, 1.0e12]}}, failure={"max_retries": 1}, search={"max_concurrent": 2},
+        "nan", fixed={"cam.lam": 0.0, "cam.fsl": False}, space={"cam.lr": {"grid": [0.05, 1.0e12]}}, failure={"max_retries": 1}, search={"max_concurrent": 2},
     ))
     table = {row["trial"]: row for row in run_study(spec, storage=storage, verbose=0)}
     assert table["p0000"]["state"] == "TERMINATED" and table["p0000"]["stage"] == "segmentation"
@@ -80,7 +80,7 @@ def trial_workers():
 def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_metrics(storage, tmp_path):
     from wsss_core.pipeline import run_pipeline
 
-    raw = tiny_raw("kill", fixed={"affinity.epochs": 2}, failure={"max_retries": 1})
+    raw = tiny_raw("kill", fixed={"affinity.epochs": 2, "runtime.threads": 1}, failure={"max_retries": 1})
     spec = parse_spec(raw)
     runner = threading.Thread(target=run_study, args=(spec,), kwargs={"storage": storage, "verbose": 0})
     runner.start()

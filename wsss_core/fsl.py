@@ -258,33 +258,34 @@ def _half_window_offsets(radius: float, sigma: float, height: int, width: int) -
     return dy[keep].astype(np.int64), dx[keep].astype(np.int64), w, rho2 / sigma**3 - 2.0 / sigma
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
 def _window_kernel(a, x, off_dy, off_dx, off_w, off_c, q, eps, row_sums, grad):  # pragma: no cover - compiled
     """Fused CPU kernel over the unordered pairs (i, i + d), d in the half window; one image row per task.
 
-    a [B,H,W,K], x [B,H,W,3] channels-last; row_sums [B*H,3] receives per-row
-    sum w f g, sum (dw/dsigma) f g and sum w (1 - f^2) g; grad [T,B,H,W,K]
-    (one zeroed buffer per thread) receives sum_j w f (a_i - a_j) at i and
-    its negative at j.
+    a [B,H,W,K], x [B,H,W,3] channels-last (float64 colours); row_sums [B*H,3]
+    receives per-row sum w f g, sum (dw/dsigma) f g and sum w (1 - f^2) g;
+    grad [T,B,H,W,K] (one zeroed buffer per thread, a's dtype) receives
+    sum_j w f (a_i - a_j) at i and its negative at j. The class loop runs in
+    a's dtype (float32 vectorises twice as wide); the sums are float64.
     """
     batch, height, width, classes = a.shape
     for task in numba.prange(batch * height):
         b = task // height
         y = task % height
         out = grad[numba.get_thread_id(), b]
+        cast = np.zeros(1, dtype=a.dtype)
+        acc = np.zeros(classes, dtype=a.dtype)
         s_w = 0.0
         s_sigma = 0.0
         s_mu = 0.0
-        for d in range(off_dy.shape[0]):
-            yy = y + off_dy[d]
-            if yy >= height:
-                continue
-            dx = off_dx[d]
-            w = off_w[d]
-            s_fg = 0.0
-            s_ffg = 0.0
-            for col in range(max(0, -dx), min(width, width - dx)):
-                xx = col + dx
+        for col in range(width):
+            a_i = a[b, y, col]
+            acc[:] = 0.0
+            for d in range(off_dy.shape[0]):
+                yy = y + off_dy[d]
+                xx = col + off_dx[d]
+                if yy >= height or xx < 0 or xx >= width:
+                    continue
                 delta = (
                     abs(x[b, y, col, 0] - x[b, yy, xx, 0])
                     + abs(x[b, y, col, 1] - x[b, yy, xx, 1])
@@ -293,20 +294,24 @@ def _window_kernel(a, x, off_dy, off_dx, off_w, off_c, q, eps, row_sums, grad): 
                 delta = min(max(delta, eps), 1.0 - eps)
                 odds = delta / (1.0 - delta)
                 f = 1.0 - 2.0 / (1.0 + q * odds * odds)  # Eq. 12
-                wf = w * f
-                g = 0.0
+                w = off_w[d]
+                cast[0] = w * f
+                wf = cast[0]
+                g = wf - wf
+                a_j = a[b, yy, xx]
+                out_j = out[yy, xx]
                 for k in range(classes):
-                    diff = a[b, y, col, k] - a[b, yy, xx, k]
+                    diff = a_i[k] - a_j[k]
                     g += diff * diff
-                    out[y, col, k] += wf * diff
-                    out[yy, xx, k] -= wf * diff
-                g *= 0.5  # Eq. 11
-                s_fg += f * g
-                s_ffg += f * f * g
-                s_mu += w * g
-            s_w += w * s_fg
-            s_sigma += w * off_c[d] * s_fg
-            s_mu -= w * s_ffg
+                    acc[k] += wf * diff
+                    out_j[k] -= wf * diff
+                half_g = 0.5 * g  # Eq. 11
+                s_w += w * f * half_g
+                s_sigma += w * f * off_c[d] * half_g
+                s_mu += w * (1.0 - f * f) * half_g
+            out_i = out[y, col]
+            for k in range(classes):
+                out_i[k] += acc[k]
         row_sums[task, 0] = s_w
         row_sums[task, 1] = s_sigma
         row_sums[task, 2] = s_mu
@@ -315,10 +320,13 @@ def _window_kernel(a, x, off_dy, off_dx, off_w, off_c, q, eps, row_sums, grad): 
 def _window_sums_numba(
     image: Tensor, probs: Tensor, sigma: float, mu: float, radius: float, with_probs_grad: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """Same contract as ``_window_sums`` (CPU tensors), computed by the fused numba kernel."""
-    batch, _, height, width = probs.shape
-    # float64 inside: no mixed-precision conversions in the inner loop (faster) and exact sums.
-    a = probs.detach().permute(0, 2, 3, 1).to(torch.float64).contiguous().numpy()
+    """Same contract as ``_window_sums`` (CPU tensors), computed by the fused numba kernel.
+
+    Classes are zero-padded to a multiple of 8 (whole SIMD lanes; zeros add nothing).
+    """
+    batch, classes, height, width = probs.shape
+    padded = -(-classes // 8) * 8
+    a = F.pad(probs.detach().permute(0, 2, 3, 1), (0, padded - classes)).contiguous().numpy()
     x = image.detach().permute(0, 2, 3, 1).to(torch.float64).contiguous().numpy()
     off_dy, off_dx, off_w, off_c = _half_window_offsets(radius, sigma, height, width)
     q = math.exp(2.0 * min(max(mu, -80.0), 80.0))
@@ -330,7 +338,7 @@ def _window_sums_numba(
     sums = torch.from_numpy(row_sums.reshape(batch, height, 3).sum(axis=1) * 2.0).to(probs.dtype)
     grad_probs = None
     if with_probs_grad:
-        grad_probs = torch.from_numpy(grad.sum(axis=0) * 2.0).permute(0, 3, 1, 2).to(probs.dtype)
+        grad_probs = torch.from_numpy(grad.sum(axis=0)[..., :classes] * 2.0).permute(0, 3, 1, 2)
     return sums[:, 0], sums[:, 1], sums[:, 2], grad_probs
 
 
