@@ -17,6 +17,10 @@ import importlib
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from study.runner import StudyLocation
 
 EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("wsss_core.data.cli", "prepare data sets (synthetic VOC-layout set)"),
@@ -140,7 +144,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(location: object, table: list[dict], seconds: float) -> int:
+def _summary(location: StudyLocation, table: list[dict], seconds: float) -> int:
     from study.runner import format_table
 
     print(format_table(table))

@@ -101,7 +101,8 @@ def resume_study(
     name: str, *, storage: str | os.PathLike, address: str | None = None, verbose: int = 1
 ) -> list[dict[str, Any]]:
     """Continue a study whose driver died: unfinished trials resume from their
-    checkpoints, trials never started start; finished and failed ones stay."""
+    checkpoints, trials never started start; finished and failed (retries
+    spent) ones stay as they are."""
     from ray import tune
 
     location = locate(storage, name)
@@ -114,7 +115,7 @@ def resume_study(
             location.uri,
             trainable=_trainable(spec, location, record["cache_dir"]),
             resume_unfinished=True,
-            resume_errored=True,
+            resume_errored=False,
             param_space=_param_space(spec),
         )
         tuner.fit()

@@ -80,6 +80,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     import ray
     from ray import tune
 
+    from wsss_core.data import build_dataset
     from wsss_core.pipeline import run_pipeline
     from wsss_core.pipeline.cache import code_version
 
@@ -93,6 +94,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     out_dir = trial_dir / "pipeline"
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
     version = code_version()
+    class_names = list(build_dataset(pipeline_config.data, "val", cache_dir=Path(setup.cache_dir) / "data").class_names)
 
     def report(result: Any) -> None:
         index = STAGES.index(result.stage) + 1
@@ -112,6 +114,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             "trial_dir": str(trial_dir),
             "overlay_dir": str(out_dir / "overlays" / result.stage),
             "code_version": version,
+            "class_names": class_names,
         }
         metrics = {
             "stage_index": index,

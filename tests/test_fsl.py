@@ -40,6 +40,7 @@ def _rel(a, b):
         ((2, 3, 16, 16), 0.6, -0.5),  # small sigma: a 5x5 window
         ((1, 5, 20, 31), 3.0, 0.8),
         ((2, 3, 14, 14), 8.0, 0.0),  # window covers the whole image
+        ((1, 3, 9, 60), 1.0, 0.2),  # wide image: the torch path splits rows into column blocks
     ],
 )
 def test_window_matches_dense_value_and_gradients(backend, shape, sigma, mu):

@@ -24,18 +24,22 @@ Two implementations:
 * ``feature_similarity_loss``: production. The Gaussian is truncated to the
   disk of radius sigma * sqrt(-2 ln(1 - mass)) that holds ``mass`` of its
   probability mass (radius follows the current sigma; it is not
-  differentiated). Pairs are visited by row offset dy: for each dy, rows y and
-  y + dy are split into column blocks and all prediction dot products of a
-  block pair come from one batched matmul; f, w and g are symmetric, so only
-  half the window is visited and doubled. An analytic backward gives the
-  gradients for probs, sigma (dw/dsigma = w (rho^2/sigma^3 - 2/sigma)) and mu
-  (df/dmu = 1 - f^2) in the same pass. Two backends compute the same sums:
-  "torch" (device-agnostic; used for CUDA tensors) and "numba" (a fused,
-  multi-threaded CPU kernel; the default for CPU tensors).
-  The default ``mass`` is 1 - 1e-6 (radius 5.26 sigma): any mass >= 0.999 is
+  differentiated). f, w and g are symmetric, so only half the window is
+  visited and doubled. A custom autograd Function computes, in one pass, the
+  value and the analytic gradients for probs (sum_j w f (a_i - a_j)), sigma
+  (dw/dsigma = w (rho^2/sigma^3 - 2/sigma)) and mu (df/dmu = 1 - f^2).
+  Two backends compute the same sums:
+    - "numba" (default for CPU tensors): a fused multi-threaded kernel, one
+      image row per task, per-thread gradient buffers (no races);
+    - "torch" (default for CUDA tensors, device-agnostic): per row offset dy,
+      rows y and y + dy are split into column blocks, the prediction dot
+      products of a block pair come from one batched matmul, and f, w, g are
+      elementwise tensors of the block pair.
+  The default ``mass`` is 1 - 1e-6 (radius 5.26 sigma). Any mass >= 0.999 is
   allowed, but the sigma gradient weights the Gaussian tail by rho^2, so the
-  minimal 0.999 (radius 3.72 sigma) can leave it a few percent off the dense
-  sum; 1 - 1e-6 keeps value and gradients within ~1e-3 of it.
+  minimal 0.999 (radius 3.72 sigma) can leave it (and, where the terms of
+  Eq. 9 cancel, the value) a few percent off the dense sum; 1 - 1e-6 keeps
+  value and gradients within ~1e-3 of it, at about twice the cost.
 """
 
 from __future__ import annotations
@@ -51,8 +55,6 @@ from torch import Tensor, nn
 DELTA_EPS = 1e-6
 RESIZE_MODES = ("area", "bilinear")
 BACKENDS = ("auto", "numba", "torch")
-# 1 - 1e-6 rather than the minimal 0.999: the sigma gradient weights the tail by rho^2, and
-# 0.999 leaves it (and, under cancellation, the value) off the dense sum by up to a few percent.
 DEFAULT_MASS = 1.0 - 1e-6
 MIN_MASS = 0.999
 MIN_COLUMN_TILE = 16
@@ -265,8 +267,9 @@ def _window_kernel(a, x, off_dy, off_dx, off_w, off_c, q, eps, row_sums, grad): 
     a [B,H,W,K], x [B,H,W,3] channels-last (float64 colours); row_sums [B*H,3]
     receives per-row sum w f g, sum (dw/dsigma) f g and sum w (1 - f^2) g;
     grad [T,B,H,W,K] (one zeroed buffer per thread, a's dtype) receives
-    sum_j w f (a_i - a_j) at i and its negative at j. The class loop runs in
-    a's dtype (float32 vectorises twice as wide); the sums are float64.
+    w f (a_i - a_j) at i (accumulated in ``acc``) and its negative at j. The
+    class loop runs in a's dtype (float32 vectorises twice as wide); the sums
+    are float64.
     """
     batch, height, width, classes = a.shape
     for task in numba.prange(batch * height):
