@@ -78,6 +78,10 @@ def run_pipeline(
     overrides: "section.key=value" strings on top. cache_dir: stage outputs
     (default $WSSS_CACHE or ~/.cache/wsss). on_stage_end(StageResult) is called
     after every stage, cache hits included.
+
+    CRF and evaluation run in a "spawn" process pool (eval.workers), so a
+    script calling this must guard its entry point with
+    `if __name__ == "__main__":`, as for any multiprocessing code.
     """
     cfg = load_config(config, overrides)
     out = Path(out_dir)

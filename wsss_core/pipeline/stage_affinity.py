@@ -20,7 +20,15 @@ from wsss_core.pipeline.datasets import PseudoLabelView
 from wsss_core.pipeline.evaluate import score_split
 from wsss_core.pipeline.inference import pad_to_multiple
 from wsss_core.pipeline.overlays import overlay_panel, save_panel
-from wsss_core.pipeline.training import Runtime, build_optimizer, derived_seed, fit, make_batches, steps_per_epoch
+from wsss_core.pipeline.training import (
+    Runtime,
+    build_optimizer,
+    derived_seed,
+    fit,
+    make_batches,
+    steps_per_epoch,
+    train_transform,
+)
 
 STAGE_INDEX = 2
 MODEL_NAME = "model.pt"
@@ -47,7 +55,7 @@ def train(ctx: StageContext, cam_dir: Path, work_dir: Path) -> dict[str, Any]:
     model = runtime.to_device(AffinityNet(build_backbone(c.backbone, c.weights), radius=c.radius))
     optimizer = build_optimizer(model.param_groups(c.lr, c.weight_decay))
     dataset = PseudoLabelView(ctx.datasets["train"], cam_dir / "labels" / "train")
-    transform = stage_cam.train_transform(c, model.backbone)
+    transform = train_transform(c, model.backbone)
 
     def epoch_batches(epoch: int):
         for batch in make_batches(dataset, transform, seed=seed, epoch=epoch, batch_size=c.batch_size,

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from wsss_core.aggregation import classification_loss
 from wsss_core.cams import cam_pseudo_label, image_labels_with_background, normalize_cams
-from wsss_core.data import Batch, ColorJitter, TrainTransform, read_mask, write_mask
+from wsss_core.data import Batch, read_mask, write_mask
 from wsss_core.losses import FeatureSimilarityLoss, equivariant_cross_regularization, equivariant_regularization
 from wsss_core.models import CAMNet, build_backbone
 from wsss_core.pipeline import pool_tasks
@@ -30,6 +30,7 @@ from wsss_core.pipeline.training import (
     fit,
     make_batches,
     steps_per_epoch,
+    train_transform,
 )
 
 STAGE_INDEX = 1
@@ -96,13 +97,6 @@ def build_cam_net(config: CamConfig, num_classes: int, seed: int) -> CAMNet:
     torch.manual_seed(seed)
     return CAMNet(build_backbone(config.backbone, config.weights), num_classes, mode=config.mode,
                   dropout=config.dropout, pcm_source=config.pcm_source)
-
-
-def train_transform(config: Any, backbone: nn.Module) -> TrainTransform:
-    return TrainTransform(
-        config.crop_size, tuple(config.resize_long), flip=True,
-        color_jitter=ColorJitter() if config.color_jitter else None, mean=backbone.mean, std=backbone.std,
-    )
 
 
 def train(ctx: StageContext, work_dir: Path) -> dict[str, Any]:

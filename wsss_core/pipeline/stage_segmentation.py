@@ -18,7 +18,14 @@ from wsss_core.pipeline.datasets import PseudoLabelView
 from wsss_core.pipeline.evaluate import score_split
 from wsss_core.pipeline.inference import multiscale_probs
 from wsss_core.pipeline.overlays import overlay_panel, save_panel
-from wsss_core.pipeline.training import build_optimizer, derived_seed, fit, make_batches, steps_per_epoch
+from wsss_core.pipeline.training import (
+    build_optimizer,
+    derived_seed,
+    fit,
+    make_batches,
+    steps_per_epoch,
+    train_transform,
+)
 
 STAGE_INDEX = 3
 MODEL_NAME = "model.pt"
@@ -50,7 +57,7 @@ def train(ctx: StageContext, affinity_dir: Path, work_dir: Path) -> dict[str, An
     model = runtime.to_device(build_deeplab(c, ctx.num_classes, c.weights))
     optimizer = build_optimizer(model.param_groups(c.lr, c.weight_decay))
     dataset = PseudoLabelView(ctx.datasets["train"], affinity_dir / "labels" / "train")
-    transform = stage_cam.train_transform(c, model.backbone)
+    transform = train_transform(c, model.backbone)
 
     def epoch_batches(epoch: int):
         for batch in make_batches(dataset, transform, seed=seed, epoch=epoch, batch_size=c.batch_size,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from wsss_core.data import Batch, TransformedDataset, collate_samples
+from wsss_core.data import Batch, ColorJitter, TrainTransform, TransformedDataset, collate_samples
 from wsss_core.data.sample import Sample
 from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
 from wsss_core.pipeline.config import RuntimeConfig, TrainingConfig
@@ -89,6 +89,14 @@ def make_batches(
     chunks = [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
     return torch.utils.data.DataLoader(
         wrapped, batch_sampler=chunks, collate_fn=collate_samples, num_workers=workers
+    )
+
+
+def train_transform(config: TrainingConfig, backbone: nn.Module) -> TrainTransform:
+    """psa/SEAM augmentation: random long side in resize_long, colour jitter, flip, crop."""
+    return TrainTransform(
+        config.crop_size, tuple(config.resize_long), flip=True,
+        color_jitter=ColorJitter() if config.color_jitter else None, mean=backbone.mean, std=backbone.std,
     )
 
 
