@@ -38,6 +38,9 @@ def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r} is invalid; allowed: {allowed}")
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """What every trained stage shares: backbone, augmentation and SGD with poly
@@ -46,10 +49,14 @@ class TrainingConfig:
     weights: "default" (ImageNet where it ships offline, else random init),
     None, a local file, or a torchvision weights enum name (see build_backbone).
     resize_long: random long-side range before cropping (psa/SEAM: 448..768).
+    optimizer: "sgd" (momentum 0.9, the reference codebases' choice and the
+    default) or "adam" (same groups, lr multipliers and poly decay; converges
+    far faster from random init, which is what the CPU demo trains from).
     """
 
     backbone: str = "resnet_small"
     weights: str | None = "default"
+    optimizer: str = "sgd"
     crop_size: int = 448
     resize_long: tuple[int, int] = (448, 768)
     color_jitter: bool = True
@@ -63,6 +70,7 @@ class TrainingConfig:
         from wsss_core.models import BACKBONES
 
         _require(self.backbone in BACKBONES, f"{section}.backbone", self.backbone, ", ".join(BACKBONES))
+        _require(self.optimizer in OPTIMIZERS, f"{section}.optimizer", self.optimizer, ", ".join(OPTIMIZERS))
         _require(self.crop_size >= 16, f"{section}.crop_size", self.crop_size, "an integer >= 16")
         lo, hi = self.resize_long
         _require(1 <= lo <= hi, f"{section}.resize_long", self.resize_long, "[lo, hi] with 1 <= lo <= hi")

@@ -53,7 +53,7 @@ def train(ctx: StageContext, cam_dir: Path, work_dir: Path) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = runtime.to_device(AffinityNet(build_backbone(c.backbone, c.weights), radius=c.radius))
-    optimizer = build_optimizer(model.param_groups(c.lr, c.weight_decay))
+    optimizer = build_optimizer(model.param_groups(c.lr, c.weight_decay), c.optimizer)
     dataset = PseudoLabelView(ctx.datasets["train"], cam_dir / "labels" / "train")
     transform = train_transform(c, model.backbone)
 

@@ -55,7 +55,7 @@ def train(ctx: StageContext, affinity_dir: Path, work_dir: Path) -> dict[str, An
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = runtime.to_device(build_deeplab(c, ctx.num_classes, c.weights))
-    optimizer = build_optimizer(model.param_groups(c.lr, c.weight_decay))
+    optimizer = build_optimizer(model.param_groups(c.lr, c.weight_decay), c.optimizer)
     dataset = PseudoLabelView(ctx.datasets["train"], affinity_dir / "labels" / "train")
     transform = train_transform(c, model.backbone)
 

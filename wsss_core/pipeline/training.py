@@ -104,8 +104,10 @@ def steps_per_epoch(num_items: int, batch_size: int) -> int:
     return max(1, num_items // batch_size) if num_items >= batch_size else 1
 
 
-def build_optimizer(param_groups: list[dict]) -> torch.optim.SGD:
-    """SGD with momentum over the models' reference groups (each with lr_mult)."""
+def build_optimizer(param_groups: list[dict], kind: str = "sgd") -> torch.optim.Optimizer:
+    """SGD with momentum (reference) or Adam over the models' groups (each with lr_mult)."""
+    if kind == "adam":
+        return torch.optim.Adam(param_groups, lr=param_groups[0]["lr"])
     return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=MOMENTUM)
 
 
