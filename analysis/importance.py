@@ -41,15 +41,16 @@ def param_importances(frame: pd.DataFrame, stage: str, split: str = "val", metri
                       seed: int = 0) -> dict[str, float]:
     """fANOVA importance of every varying parameter for `metric` at `stage`, largest first.
 
-    Returns {} when fewer than MIN_TRIALS trials are scored at that stage or
-    fewer than two parameters vary (nothing to attribute).
+    Returns {} when fewer than MIN_TRIALS trials are scored at that stage,
+    fewer than two parameters vary, or every trial scored the same (nothing
+    to attribute).
     """
     params = trial_parameters(frame)
     params = params[[name for name in params.columns if params[name].notna().all()]]
     values = scored(frame, stage, split).drop_duplicates("trial_id").set_index("trial_id")[metric]
     params = params.loc[params.index.intersection(values.index)]
     params = params[[name for name in params.columns if params[name].nunique() > 1]]
-    if len(params) < MIN_TRIALS or params.shape[1] < 2:
+    if len(params) < MIN_TRIALS or params.shape[1] < 2 or values.loc[params.index].nunique() < 2:
         return {}
     distributions = {name: infer_distribution(params[name]) for name in params.columns}
     study = optuna.create_study(direction="maximize", study_name=f"importance-{stage}-{metric}")

@@ -142,3 +142,9 @@ def test_infer_distribution_from_values():
     assert infer_distribution(pd.Series([1, 5, 10])).high == 10
     assert infer_distribution(pd.Series(["gmp", "gap"])).choices == ("gap", "gmp")
     assert infer_distribution(pd.Series([True, False])).choices == (False, True)
+
+
+def test_importance_is_empty_when_every_trial_scored_the_same(studies):
+    _, frame = studies["optuna"]
+    flat = frame.assign(miou=0.5)
+    assert param_importances(flat, "cam") == {}

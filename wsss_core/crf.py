@@ -48,7 +48,7 @@ def _check_image(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image dtype {image.dtype} is not allowed; the CRF needs uint8 RGB [H, W, 3]")
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image shape {image.shape} is not allowed; the CRF needs RGB [H, W, 3]")
-    return np.ascontiguousarray(image)
+    return np.require(image, np.uint8, ["C", "W"])  # pydensecrf refuses read-only buffers (PIL arrays)
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, config: CRFConfig = CRFConfig()) -> np.ndarray:

@@ -20,6 +20,7 @@ import yaml
 
 from wsss_core.crf import CRFConfig
 from wsss_core.data import DataConfig
+from wsss_core.fsl import DEFAULT_MASS, MIN_MASS
 
 POOLINGS = ("gap", "gmp")
 CAM_MODES = ("plain", "seam")
@@ -112,7 +113,7 @@ class CamConfig(TrainingConfig):
     fsl_weight: float = 1.0
     fsl_sigma_init: float = 5.0
     fsl_mu_init: float = 0.0
-    fsl_mass: float = 0.999
+    fsl_mass: float = DEFAULT_MASS
     er_weight: float = 1.0
     ecr_weight: float = 1.0
     infer_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
@@ -134,7 +135,7 @@ class CamConfig(TrainingConfig):
         _require(self.num_samples >= 1, "cam.num_samples", self.num_samples, "an integer >= 1")
         _require(self.fsl_weight >= 0, "cam.fsl_weight", self.fsl_weight, "a number >= 0")
         _require(self.fsl_sigma_init > 0, "cam.fsl_sigma_init", self.fsl_sigma_init, "a number > 0")
-        _require(0 < self.fsl_mass < 1, "cam.fsl_mass", self.fsl_mass, "0 < mass < 1")
+        _require(MIN_MASS <= self.fsl_mass < 1, "cam.fsl_mass", self.fsl_mass, f"{MIN_MASS} <= mass < 1")
         _require(self.er_weight >= 0, "cam.er_weight", self.er_weight, "a number >= 0")
         _require(self.ecr_weight >= 0, "cam.ecr_weight", self.ecr_weight, "a number >= 0")
         _check_scales("cam.infer_scales", self.infer_scales)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsss_core.crf import CRFConfig, dense_crf
+from wsss_core.crf import CRFConfig, crf_label_with_background_power, dense_crf
 from wsss_core.metrics import ContourFScore, MeanIoU
 
 IGNORE = 255
@@ -44,9 +44,8 @@ def confident_crf_label(
     uint8 [H,W]: the low-alpha foreground, 0 where the high-alpha CRF says
     background, 255 (ignore) elsewhere.
     """
-    image = np.require(image, np.uint8, ["C", "W"])  # pydensecrf refuses read-only buffers
-    low = _crf_argmax_with_bg(image, fg_cams, present, alpha_low, crf)
-    high = _crf_argmax_with_bg(image, fg_cams, present, alpha_high, crf)
+    low = crf_label_with_background_power(image, fg_cams, present, alpha_low, crf).astype(np.uint8)
+    high = crf_label_with_background_power(image, fg_cams, present, alpha_high, crf)
     label = low.copy()
     label[low == 0] = IGNORE
     label[high == 0] = 0
@@ -55,18 +54,5 @@ def confident_crf_label(
 
 def crf_argmax(image: np.ndarray, probs: np.ndarray, crf: CRFConfig) -> np.ndarray:
     """image uint8 [H,W,3], probs float [K,H,W] -> uint8 [H,W] argmax of the CRF marginals."""
-    image = np.require(image, np.uint8, ["C", "W"])  # pydensecrf refuses read-only buffers
     refined = dense_crf(image, np.ascontiguousarray(probs, dtype=np.float32), crf)
     return np.argmax(refined, axis=0).astype(np.uint8)
-
-
-def _crf_argmax_with_bg(
-    image: np.ndarray, fg_cams: np.ndarray, present: np.ndarray, alpha: float, crf: CRFConfig
-) -> np.ndarray:
-    fg = fg_cams.astype(np.float32)
-    if fg.shape[0] == 0:
-        return np.zeros(image.shape[:2], dtype=np.uint8)
-    bg = np.power(1.0 - fg.max(axis=0, keepdims=True), alpha)
-    winner = np.argmax(dense_crf(image, np.concatenate([bg, fg]), crf), axis=0)
-    classes = np.concatenate([[0], present]).astype(np.uint8)
-    return classes[winner]
