@@ -45,6 +45,7 @@ Two implementations:
 from __future__ import annotations
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -58,6 +59,12 @@ BACKENDS = ("auto", "numba", "torch")
 DEFAULT_MASS = 1.0 - 1e-6
 MIN_MASS = 0.999
 MIN_COLUMN_TILE = 16
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # numba's default OpenMP layer shares libgomp with torch: once the kernel
+    # has run, torch's own OpenMP regions run wider than torch.get_num_threads()
+    # and a one-thread trial takes two cores. The workqueue layer stays apart.
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 def window_radius(sigma: float, mass: float = DEFAULT_MASS) -> float:
