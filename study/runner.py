@@ -123,8 +123,8 @@ def resume_study(
 
 
 def study_status(name: str, *, storage: str | os.PathLike) -> list[dict[str, Any]]:
-    """One row per trial: state (Tune's), stage reached, val metrics of the last
-    stage reached, failures and the error, if any."""
+    """One row per trial: its swept config values, state (Tune's), stage reached,
+    val metrics of the last stage reached, failures and the error, if any."""
     from ray.tune import ExperimentAnalysis
 
     location = locate(storage, name)
@@ -141,8 +141,11 @@ def study_status(name: str, *, storage: str | os.PathLike) -> list[dict[str, Any
         reached = [s for s in STAGES if (trial_id, s, "val") in rows and rows[(trial_id, s, "val")]["status"] == "completed"]
         last = rows.get((trial_id, reached[-1], "val"), {}) if reached else {}
         errors = [r["error"] for (t, _, _), r in rows.items() if t == trial_id and r["error"]]
+        config = next((json.loads(r["config_json"]) for (t, _, _), r in rows.items() if t == trial_id), {})
+        swept = [axis.key for axis in spec.axes] + (["runtime.seed"] if len(spec.seeds) > 1 else [])
         table.append({
             "trial": trial_id,
+            **{key.split(".")[-1]: config.get(key) for key in swept},
             "state": trial.status,
             "stage": reached[-1] if reached else "-",
             "miou": last.get("miou"),

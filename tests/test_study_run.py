@@ -54,6 +54,8 @@ def test_grid_study_shares_upstream_stages_and_writes_every_row(storage, capsys)
     assert main(["study", "list", "--storage", str(storage)]) == 0
     out = capsys.readouterr().out
     assert "p0001" in out and "TERMINATED" in out and "grid" in out
+    header, first, second = [line.split() for line in out.splitlines() if line.startswith(("trial ", "p0000", "p0001"))][:3]
+    assert header[:2] == ["trial", "lr"] and (first[1], second[1]) == ("0.010", "0.020")  # the swept value
 
     with pytest.raises(StudyError, match="already exists"):
         run_study(spec, storage=storage, verbose=0)
