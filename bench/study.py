@@ -9,9 +9,12 @@ trials over 1.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # this file's name would shadow the study package
 
 import pyarrow.dataset as ds
 import ray
