@@ -219,7 +219,10 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, verbo
         name=location.name,
         storage_path=location.storage,
         failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Keep every (tiny) stage checkpoint: with num_to_keep=1 a driver killed
+        # between deleting the previous checkpoint and snapshotting the experiment
+        # state leaves the state pointing at a deleted checkpoint, and resume fails.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[ParquetResultsCallback(location.name, location.uri, spec)],
         verbose=verbose,
     )
