@@ -18,14 +18,7 @@ from wsss_core.pipeline.datasets import PseudoLabelView
 from wsss_core.pipeline.evaluate import score_split
 from wsss_core.pipeline.inference import multiscale_probs
 from wsss_core.pipeline.overlays import overlay_panel, save_panel
-from wsss_core.pipeline.training import (
-    build_optimizer,
-    derived_seed,
-    fit,
-    make_batches,
-    steps_per_epoch,
-    train_transform,
-)
+from wsss_core.pipeline.training import derived_seed, fit_on_pseudo_labels
 
 STAGE_INDEX = 3
 MODEL_NAME = "model.pt"
@@ -52,25 +45,13 @@ def segmentation_step(model: DeepLabV1, batch: Batch) -> dict[str, torch.Tensor]
 def train(ctx: StageContext, affinity_dir: Path, work_dir: Path) -> dict[str, Any]:
     c, runtime = ctx.config.segmentation, ctx.runtime
     seed = derived_seed(runtime.seed, STAGE_INDEX)
-    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = runtime.to_device(build_deeplab(c, ctx.num_classes, c.weights))
-    optimizer = build_optimizer(model.param_groups(c.lr, c.weight_decay), c.optimizer)
     dataset = PseudoLabelView(ctx.datasets["train"], affinity_dir / "labels" / "train")
-    transform = train_transform(c, model.backbone)
-
-    def epoch_batches(epoch: int):
-        for batch in make_batches(dataset, transform, seed=seed, epoch=epoch, batch_size=c.batch_size,
-                                  workers=runtime.loader_workers):
-            yield Batch(runtime.images(batch.image), batch.rgb, batch.mask.to(runtime.device), batch.labels, batch.names)
-
-    state = fit(
-        name="segmentation", model=model, optimizer=optimizer, step_fn=lambda b: segmentation_step(model, b),
-        epoch_batches=epoch_batches, num_steps=steps_per_epoch(len(dataset), c.batch_size), train=c,
-        work_dir=work_dir, generator=generator, runtime=runtime,
+    return fit_on_pseudo_labels(
+        name="segmentation", model=model, dataset=dataset, step_fn=lambda b: segmentation_step(model, b), train=c, seed=seed,
+        work_dir=work_dir, model_path=work_dir / MODEL_NAME, runtime=runtime,
     )
-    torch.save(model.state_dict(), work_dir / MODEL_NAME)
-    return {"history": state.history, "train_images": state.images, "train_seconds": state.seconds}
 
 
 def predict(ctx: StageContext, work_dir: Path) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -180,3 +181,35 @@ def fit(
             ", ".join(f"{k} {v:.4f}" for k, v in means.items() if math.isfinite(v)),
         )
     return state
+
+
+def fit_on_pseudo_labels(
+    *,
+    name: str,
+    model: nn.Module,
+    dataset: Sequence[Sample],
+    step_fn: Callable[[Batch], dict[str, torch.Tensor]],
+    train: TrainingConfig,
+    seed: int,
+    work_dir: Path,
+    model_path: Path,
+    runtime: Runtime,
+) -> dict[str, Any]:
+    """Stages 2 and 3: train `model` (with .param_groups and .backbone) on
+    `dataset`, whose masks are the upstream pseudo-labels, save its weights to
+    model_path, and return the training summary kept with the stage."""
+    optimizer = build_optimizer(model.param_groups(train.lr, train.weight_decay), train.optimizer)
+    transform = train_transform(train, model.backbone)
+
+    def epoch_batches(epoch: int) -> Iterable[Batch]:
+        for batch in make_batches(dataset, transform, seed=seed, epoch=epoch, batch_size=train.batch_size,
+                                  workers=runtime.loader_workers):
+            yield Batch(runtime.images(batch.image), batch.rgb, batch.mask.to(runtime.device), batch.labels, batch.names)
+
+    state = fit(
+        name=name, model=model, optimizer=optimizer, step_fn=step_fn, epoch_batches=epoch_batches,
+        num_steps=steps_per_epoch(len(dataset), train.batch_size), train=train, work_dir=work_dir,
+        generator=torch.Generator().manual_seed(seed), runtime=runtime,
+    )
+    torch.save(model.state_dict(), model_path)
+    return {"history": state.history, "train_images": state.images, "train_seconds": state.seconds}
