@@ -1,4 +1,5 @@
-"""Feature similarity loss (Eqs. 9-12): window vs dense agreement, sign behaviour, learnable parameters."""
+"""Feature similarity loss (Eqs. 9-12): window vs dense agreement, the authors' scale,
+sign behaviour, fixed and learnable parameters."""
 
 import math
 
@@ -43,10 +44,13 @@ def _rel(a, b):
         ((1, 3, 9, 60), 1.0, 0.2),  # wide image: the torch path splits rows into column blocks
     ],
 )
-def test_window_matches_dense_value_and_gradients(backend, shape, sigma, mu):
+@pytest.mark.parametrize("normalization", ["pixels", "pairs"])
+def test_window_matches_dense_value_and_gradients(backend, shape, sigma, mu, normalization):
     image, probs = _scene(*shape, seed=sum(shape))
-    window = _loss_and_grads(lambda *a: feature_similarity_loss(*a, backend=backend), image, probs, sigma, mu)
-    dense = _loss_and_grads(feature_similarity_loss_dense, image, probs, sigma, mu)
+    window = _loss_and_grads(
+        lambda *a: feature_similarity_loss(*a, normalization, backend=backend), image, probs, sigma, mu
+    )
+    dense = _loss_and_grads(lambda *a: feature_similarity_loss_dense(*a, normalization), image, probs, sigma, mu)
     for name, got, want in zip(("value", "d/dprobs", "d/dsigma", "d/dmu"), window, dense):
         assert _rel(got, want) < 2e-3, name
 
@@ -88,9 +92,54 @@ def test_dissimilar_neighbours_with_similar_predictions_are_pushed_apart(loss_fn
     assert float(diff.detach() @ grad_diff) < 0  # a descent step grows a_i - a_j
 
 
+def _authors_fsl(image, probs, mu, sigma):
+    """Independent re-derivation of arvijj/icam tool/probutils.py feature_similarity_loss
+    (non-fast path, all ordered pairs): -1/(n h w) * sum exp(-d^2/(2 s^2))/(2 pi s^2)
+    * ||a_i - a_j||_2^2 * tanh(mu + log((dx + 1e-5) / (1 - dx + 1e-5))), dx = ||x_i - x_j||_1 / 3."""
+    n, _, h, w = probs.shape
+    total = 0.0
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], 1).to(probs.dtype)
+    dist = torch.cdist(pos, pos)
+    gauss = torch.exp(-0.5 * (dist / sigma) ** 2) / (2 * math.pi * sigma**2)
+    for b in range(n):
+        x = image[b].clamp(0, 1).flatten(1).T
+        a = probs[b].flatten(1).T
+        dx = (torch.cdist(x, x, p=1.0) / 3).clamp(0, 1)
+        f = torch.tanh(mu + torch.log((dx + 1e-5) / (1 - dx + 1e-5)))
+        total = total + (gauss * torch.cdist(a, a, p=2.0) ** 2 * f).sum()
+    return -total / (n * h * w)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch", "dense"])
+def test_pixels_normalization_is_half_the_authors_term_and_pairs_is_eq9(backend):
+    image, probs = _scene(2, 4, 14, 15, seed=21)
+    authors = _authors_fsl(image, probs, mu=2.5, sigma=5.0)
+    if backend == "dense":
+        pixels = feature_similarity_loss_dense(image, probs, 5.0, 2.5, "pixels")
+        pairs = feature_similarity_loss_dense(image, probs, 5.0, 2.5, "pairs")
+    else:  # the window covers every pair of this 14 x 15 image at 1 - 1e-12 mass (radius 37)
+        pixels = feature_similarity_loss(image, probs, 5.0, 2.5, "pixels", mass=1 - 1e-12, backend=backend)
+        pairs = feature_similarity_loss(image, probs, 5.0, 2.5, "pairs", mass=1 - 1e-12, backend=backend)
+    assert float(pixels) == pytest.approx(0.5 * float(authors), rel=1e-5)
+    assert float(pairs) == pytest.approx(float(pixels) / (14 * 15), rel=1e-5)
+
+
+def test_fixed_sigma_and_mu_default_to_the_authors_values_and_get_no_gradient():
+    image, probs = _scene(1, 3, 12, 12, seed=5, dtype=torch.float32)
+    module = FeatureSimilarityLoss()
+    assert (module.sigma, module.mu, module.normalization) == (pytest.approx(5.0), pytest.approx(2.5), "pixels")
+    probs = probs.clone().requires_grad_()
+    module(image, probs).backward()
+    assert module.log_sigma.grad is None and module.mu_parameter.grad is None
+    assert probs.grad is not None and float(probs.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="normalization='mean'"):
+        FeatureSimilarityLoss(normalization="mean")
+
+
 def test_learnable_sigma_and_mu_get_gradients_and_sigma_stays_positive():
     image, probs = _scene(1, 3, 12, 12, seed=5, dtype=torch.float32)
-    module = FeatureSimilarityLoss(sigma_init=2.0, mu_init=0.5)
+    module = FeatureSimilarityLoss(sigma_init=2.0, mu_init=0.5, learn=True)
     assert module.sigma == pytest.approx(2.0) and module.mu == pytest.approx(0.5)
     module(image, probs).backward()
     grads = (module.log_sigma.grad, module.mu_parameter.grad)

@@ -1,17 +1,24 @@
 """Feature similarity loss (paper Sec. 3.3, Eqs. 9-12).
 
-    L_fs = -1/(HW)^2 * sum_{i,j} w_ij * g(a_i, a_j) * f(delta(x_i, x_j))            (9)
+    L_fs = -1/Z * sum_{i,j} w_ij * g(a_i, a_j) * f(delta(x_i, x_j))                   (9)
     w_ij = 1/(2 pi sigma^2) * exp(-||p_i - p_j||^2 / (2 sigma^2))                     (10)
     g    = 1/2 * ||a_i - a_j||^2                                                       (11)
     f    = tanh(mu + log(delta / (1 - delta))),  delta = ||x_i - x_j||_1 / 3          (12)
 
-The sum runs over ordered pairs (i, j) of one image, as Eq. 9 writes it; the
-loss of a batch is the mean over its images. x is RGB in [0, 1].
+The sum runs over ordered pairs (i, j) of one image; the loss of a batch is
+the mean over its images. x is RGB in [0, 1]. The normaliser Z
+(``normalization``):
+
+* "pixels" (default): Z = HW, the scale of the authors' code (arvijj/icam
+  tool/probutils.py divides the sum of w ||a_i - a_j||^2 f by n*h*w and
+  train_cam.py adds 0.5 x it), so this loss with weight 1 equals their term;
+* "pairs": Z = (HW)^2, Eq. 9 as printed; HW times weaker (~3000x at 56 x 56).
 
 Choices the paper leaves open (documented, shared by both implementations):
 
-* delta is clamped to [DELTA_EPS, 1 - DELTA_EPS] so that the logit in Eq. 12
-  stays finite for identical (delta = 0) or opposite (delta = 1) colours.
+* the logit of Eq. 12 is smoothed as in the authors' code,
+  log((delta + DELTA_EPS) / (1 - delta + DELTA_EPS)) with delta clamped to
+  [0, 1], so it stays finite for identical or opposite colours.
 * An image larger than the prediction is resized to the prediction's size,
   by default with "area" interpolation (the mean colour of the pixels a
   prediction covers); "bilinear" (antialiased) is the alternative. A smaller
@@ -53,7 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-DELTA_EPS = 1e-6
+DELTA_EPS = 1e-5  # arvijj/icam tool/probutils.py
+NORMALIZATIONS = ("pixels", "pairs")
 RESIZE_MODES = ("area", "bilinear")
 BACKENDS = ("auto", "numba", "torch")
 DEFAULT_MASS = 1.0 - 1e-6
@@ -85,9 +93,16 @@ def gaussian_weight(dist2: Tensor, sigma: Tensor) -> Tensor:
 
 
 def dissimilarity_sign(delta: Tensor, mu: Tensor) -> Tensor:
-    """Eq. 12: f = tanh(mu + logit(delta)) with delta clamped to [eps, 1 - eps]."""
-    delta = delta.clamp(DELTA_EPS, 1.0 - DELTA_EPS)
-    return torch.tanh(mu + torch.log(delta) - torch.log1p(-delta))
+    """Eq. 12: f = tanh(mu + log((delta + eps) / (1 - delta + eps))), delta clamped to [0, 1]."""
+    delta = delta.clamp(0.0, 1.0)
+    return torch.tanh(mu + torch.log(delta + DELTA_EPS) - torch.log(1.0 - delta + DELTA_EPS))
+
+
+def pair_normalizer(height: int, width: int, normalization: str) -> int:
+    """Z of Eq. 9 for one H x W image: HW ("pixels", authors' code) or (HW)^2 ("pairs", paper)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization={normalization!r} is not allowed; use one of {NORMALIZATIONS}")
+    return height * width if normalization == "pixels" else (height * width) ** 2
 
 
 def match_image_to_probs(image: Tensor, probs: Tensor, resize: str = "area") -> Tensor:
@@ -118,13 +133,20 @@ def match_image_to_probs(image: Tensor, probs: Tensor, resize: str = "area") -> 
 
 
 def feature_similarity_loss_dense(
-    image: Tensor, probs: Tensor, sigma: float | Tensor, mu: float | Tensor, *, resize: str = "area"
+    image: Tensor,
+    probs: Tensor,
+    sigma: float | Tensor,
+    mu: float | Tensor,
+    normalization: str = "pixels",
+    *,
+    resize: str = "area",
 ) -> Tensor:
     """Eq. 9 over all ordered pixel pairs, with autograd; O((HW)^2 * K) memory.
 
     image [B,3,H',W'] RGB in [0, 1]; probs [B,K,H,W]; sigma, mu floats or
     0-d tensors. Returns the batch mean of Eq. 9 (0-d). Reference for tests.
     """
+    norm = pair_normalizer(*probs.shape[-2:], normalization)
     image = match_image_to_probs(image, probs, resize)
     sigma = torch.as_tensor(sigma, dtype=probs.dtype, device=probs.device)
     mu = torch.as_tensor(mu, dtype=probs.dtype, device=probs.device)
@@ -139,7 +161,7 @@ def feature_similarity_loss_dense(
     w = gaussian_weight(((pos[:, None] - pos[None]) ** 2).sum(-1), sigma)  # [N,N]
     g = 0.5 * ((a[:, :, None] - a[:, None]) ** 2).sum(-1)  # [B,N,N]
     f = dissimilarity_sign((x[:, :, None] - x[:, None]).abs().sum(-1) / 3.0, mu)  # [B,N,N]
-    return -(w * g * f).sum(dim=(1, 2)).div(n**2).mean()
+    return -(w * g * f).sum(dim=(1, 2)).div(norm).mean()
 
 
 def _column_blocks(t: Tensor, dy: int, tile: int, pad: int, blocks: int) -> tuple[Tensor, Tensor]:
@@ -216,8 +238,8 @@ def _window_sums(
         delta = (x_top[..., 0:1] - x_bot[..., 0:1, :]).abs_()
         delta += (x_top[..., 1:2] - x_bot[..., 1:2, :]).abs_()
         delta += (x_top[..., 2:3] - x_bot[..., 2:3, :]).abs_()
-        delta.mul_(1.0 / 3.0).clamp_(DELTA_EPS, 1.0 - DELTA_EPS)
-        odds = delta.div_(1.0 - delta).square_().mul_(q)
+        delta.mul_(1.0 / 3.0).clamp_(0.0, 1.0)
+        odds = (delta + DELTA_EPS).div_(delta.neg_().add_(1.0 + DELTA_EPS)).square_().mul_(q)
         f = odds.add_(1.0).reciprocal_().mul_(-2.0).add_(1.0)  # Eq. 12
         wf = f * w
         wfg = wf * g
@@ -301,8 +323,8 @@ def _window_kernel(a, x, off_dy, off_dx, off_w, off_c, q, eps, row_sums, grad): 
                     + abs(x[b, y, col, 1] - x[b, yy, xx, 1])
                     + abs(x[b, y, col, 2] - x[b, yy, xx, 2])
                 ) / 3.0
-                delta = min(max(delta, eps), 1.0 - eps)
-                odds = delta / (1.0 - delta)
+                delta = min(max(delta, 0.0), 1.0)
+                odds = (delta + eps) / (1.0 - delta + eps)
                 f = 1.0 - 2.0 / (1.0 + q * odds * odds)  # Eq. 12
                 w = off_w[d]
                 cast[0] = w * f
@@ -357,10 +379,9 @@ class _WindowFSL(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, image: Tensor, probs: Tensor, sigma: Tensor, mu: Tensor, radius: float, backend: str
+        ctx, image: Tensor, probs: Tensor, sigma: Tensor, mu: Tensor, radius: float, backend: str, pairs: int
     ) -> Tensor:
-        batch, _, height, width = probs.shape
-        norm = -1.0 / ((height * width) ** 2 * batch)
+        norm = -1.0 / (pairs * probs.shape[0])
         sums = _window_sums_numba if backend == "numba" else _window_sums
         s_total, s_sigma, s_mu, grad_probs = sums(
             image, probs, float(sigma), float(mu), radius, ctx.needs_input_grad[1]
@@ -377,7 +398,7 @@ class _WindowFSL(torch.autograd.Function):
         grad_probs = d_probs * grad_out if d_probs is not None else None
         grad_sigma = d_sigma * grad_out if ctx.needs_input_grad[2] else None
         grad_mu = (d_mu * grad_out) if ctx.needs_input_grad[3] else None
-        return None, grad_probs, grad_sigma, grad_mu, None, None
+        return None, grad_probs, grad_sigma, grad_mu, None, None, None
 
 
 def feature_similarity_loss(
@@ -385,6 +406,7 @@ def feature_similarity_loss(
     probs: Tensor,
     sigma: float | Tensor,
     mu: float | Tensor,
+    normalization: str = "pixels",
     *,
     mass: float = DEFAULT_MASS,
     resize: str = "area",
@@ -394,10 +416,13 @@ def feature_similarity_loss(
 
     image [B,3,H',W'] RGB in [0, 1] (H' >= H, W' >= W; resized to H x W);
     probs [B,K,H,W] (softmax CAMs, Eq. 1); sigma > 0 and mu floats or 0-d
-    tensors, possibly requiring grad. Returns a 0-d tensor. Gradients flow to
-    probs, sigma and mu (not to image). Agrees with
-    ``feature_similarity_loss_dense`` up to the truncated tail of the Gaussian.
+    tensors, possibly requiring grad; normalization "pixels" (Z = HW, the
+    authors' scale: equals 0.5 x their loss_fs) or "pairs" (Z = (HW)^2, Eq. 9
+    as printed). Returns a 0-d tensor. Gradients flow to probs, sigma and mu
+    (not to image). Agrees with ``feature_similarity_loss_dense`` up to the
+    truncated tail of the Gaussian.
     """
+    pairs = pair_normalizer(*probs.shape[-2:], normalization)
     image = match_image_to_probs(image, probs, resize)
     sigma = torch.as_tensor(sigma, dtype=probs.dtype, device=probs.device)
     mu = torch.as_tensor(mu, dtype=probs.dtype, device=probs.device)
@@ -410,27 +435,32 @@ def feature_similarity_loss(
     if backend == "numba" and probs.device.type != "cpu":
         raise ValueError(f"backend='numba' runs on CPU tensors only; probs are on {probs.device}")
     radius = window_radius(float(sigma.detach()), mass)
-    return _WindowFSL.apply(image.detach(), probs, sigma, mu, radius, backend)
+    return _WindowFSL.apply(image.detach(), probs, sigma, mu, radius, backend, pairs)
 
 
 class FeatureSimilarityLoss(nn.Module):
-    """Eqs. 9-12 with learnable sigma and mu (paper Sec. 3.3).
+    """Eqs. 9-12 with sigma and mu fixed (authors' code: arvijj/icam train_cam.py,
+    sigma 5, mu 2.5) or learned (paper Sec. 3.3, ``learn=True``).
 
     sigma is log-parametrised (sigma = exp(log_sigma)) so it stays positive;
-    mu is unconstrained. Initial values are configurable (the paper does not
-    state them).
+    mu is unconstrained. Both are parameters either way (same state dict);
+    fixed ones do not require grad.
     """
 
     def __init__(
         self,
         sigma_init: float = 5.0,
-        mu_init: float = 0.0,
+        mu_init: float = 2.5,
         mass: float = DEFAULT_MASS,
         resize: str = "area",
         backend: str = "auto",
+        *,
+        normalization: str = "pixels",
+        learn: bool = False,
     ) -> None:
         super().__init__()
         window_radius(sigma_init, mass)  # validates both
+        pair_normalizer(1, 1, normalization)  # validates it
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize={resize!r} is not allowed; use one of {RESIZE_MODES}")
         if backend not in BACKENDS:
@@ -438,8 +468,10 @@ class FeatureSimilarityLoss(nn.Module):
         self.mass = mass
         self.resize = resize
         self.backend = backend
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init)))
-        self.mu_parameter = nn.Parameter(torch.tensor(float(mu_init)))
+        self.normalization = normalization
+        self.learn = learn
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init)), requires_grad=learn)
+        self.mu_parameter = nn.Parameter(torch.tensor(float(mu_init)), requires_grad=learn)
 
     @property
     def sigma(self) -> float:
@@ -456,8 +488,11 @@ class FeatureSimilarityLoss(nn.Module):
         sigma = self.log_sigma.exp().to(probs.dtype)
         mu = self.mu_parameter.to(probs.dtype)
         return feature_similarity_loss(
-            image, probs, sigma, mu, mass=self.mass, resize=self.resize, backend=self.backend
+            image, probs, sigma, mu, self.normalization, mass=self.mass, resize=self.resize, backend=self.backend
         )
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma:.4g}, mu={self.mu:.4g}, mass={self.mass}, resize={self.resize!r}"
+        return (
+            f"sigma={self.sigma:.4g}, mu={self.mu:.4g}, learn={self.learn}, "
+            f"normalization={self.normalization!r}, mass={self.mass}, resize={self.resize!r}"
+        )

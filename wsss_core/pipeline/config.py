@@ -20,7 +20,7 @@ import yaml
 
 from wsss_core.crf import CRFConfig
 from wsss_core.data import DataConfig
-from wsss_core.fsl import DEFAULT_MASS, MIN_MASS
+from wsss_core.fsl import DEFAULT_MASS, MIN_MASS, NORMALIZATIONS
 
 POOLINGS = ("gap", "gmp")
 CAM_MODES = ("plain", "seam")
@@ -88,9 +88,12 @@ class CamConfig(TrainingConfig):
 
     Loss (Sec. 4.1): L_cls (Eq. 8: (1 - lam) * BCE(pooling) + lam * BCE(n importance
     samples, Eqs. 5-6); naive: per-class sigmoid maps instead of the softmax,
-    the Table 5 ablation) + fsl_weight * L_fs (Eqs. 9-12, sigma/mu learned from
-    fsl_sigma_init/fsl_mu_init) + er_weight * L_er + ecr_weight * L_ecr (SEAM mode:
-    siamese pass at seam_scale, SEAM's 0.3). The paper weights all terms 1.
+    the Table 5 ablation) + fsl_weight * L_fs (Eqs. 9-12; fsl_normalization
+    "pixels" divides by HW, the authors' scale, so weight 1 = their 0.5 x
+    loss_fs; "pairs" by (HW)^2 as Eq. 9 is printed; sigma/mu start at
+    fsl_sigma_init/fsl_mu_init, the authors' 5 and 2.5, and stay fixed as in
+    their train_cam.py unless fsl_learn, the paper's text) + er_weight * L_er
+    + ecr_weight * L_ecr (SEAM mode: siamese pass at seam_scale, SEAM's 0.3). The paper weights all terms 1.
     Inference: mean over infer_scales (x flip) of the softmax CAMs (Eq. 1) of
     cam_source ("refined": the PCM output in SEAM mode, as SEAM; "probs": the
     classifier's), restricted to the image's classes and max-normalised.
@@ -112,7 +115,9 @@ class CamConfig(TrainingConfig):
     fsl: bool = True
     fsl_weight: float = 1.0
     fsl_sigma_init: float = 5.0
-    fsl_mu_init: float = 0.0
+    fsl_mu_init: float = 2.5
+    fsl_learn: bool = False
+    fsl_normalization: str = "pixels"
     fsl_mass: float = DEFAULT_MASS
     er_weight: float = 1.0
     ecr_weight: float = 1.0
@@ -135,6 +140,10 @@ class CamConfig(TrainingConfig):
         _require(self.num_samples >= 1, "cam.num_samples", self.num_samples, "an integer >= 1")
         _require(self.fsl_weight >= 0, "cam.fsl_weight", self.fsl_weight, "a number >= 0")
         _require(self.fsl_sigma_init > 0, "cam.fsl_sigma_init", self.fsl_sigma_init, "a number > 0")
+        _require(
+            self.fsl_normalization in NORMALIZATIONS, "cam.fsl_normalization", self.fsl_normalization,
+            ", ".join(NORMALIZATIONS),
+        )
         _require(MIN_MASS <= self.fsl_mass < 1, "cam.fsl_mass", self.fsl_mass, f"{MIN_MASS} <= mass < 1")
         _require(self.er_weight >= 0, "cam.er_weight", self.er_weight, "a number >= 0")
         _require(self.ecr_weight >= 0, "cam.ecr_weight", self.ecr_weight, "a number >= 0")

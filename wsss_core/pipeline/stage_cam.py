@@ -53,11 +53,14 @@ class CAMTrainer(nn.Module):
         self.net = net
         self.config = config
         self.generator = generator
-        self.fsl = FeatureSimilarityLoss(config.fsl_sigma_init, config.fsl_mu_init, config.fsl_mass) if config.fsl else None
+        self.fsl = FeatureSimilarityLoss(
+            config.fsl_sigma_init, config.fsl_mu_init, config.fsl_mass,
+            normalization=config.fsl_normalization, learn=config.fsl_learn,
+        ) if config.fsl else None
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         groups = self.net.param_groups(lr, weight_decay)
-        if self.fsl is not None:
+        if self.fsl is not None and self.fsl.learn:
             groups.append({"name": "fsl", "params": list(self.fsl.parameters()), "lr": lr * 10, "lr_mult": 10.0, "weight_decay": 0.0})
         return groups
 
@@ -121,8 +124,9 @@ def train(ctx: StageContext, work_dir: Path) -> dict[str, Any]:
         generator=generator, runtime=runtime,
     )
     torch.save(trainer.net.state_dict(), work_dir / MODEL_NAME)
-    learned = {"fsl_sigma": trainer.fsl.sigma, "fsl_mu": trainer.fsl.mu} if trainer.fsl else {"fsl_sigma": None, "fsl_mu": None}
-    if trainer.fsl is not None:
+    learned = {"fsl_sigma": None, "fsl_mu": None}
+    if trainer.fsl is not None and trainer.fsl.learn:
+        learned = {"fsl_sigma": trainer.fsl.sigma, "fsl_mu": trainer.fsl.mu}
         runtime.log.info("cam: learned FSL sigma %.4f, mu %.4f", learned["fsl_sigma"], learned["fsl_mu"])
     return {"learned": learned, "history": state.history, "train_images": state.images, "train_seconds": state.seconds}
 
