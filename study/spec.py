@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+
+from wsss_core.yaml_loader import YAMLSyntaxError, load_yaml
 
 AXIS_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 SAMPLED_KINDS = ("choice", "uniform", "loguniform", "randint")
@@ -45,6 +46,8 @@ SCHEDULERS = ("fifo", "asha")
 METRICS = ("miou", "contour_f")
 MODES = ("max", "min")
 SEED_KEY = "runtime.seed"
+NAME_CHARS = "-_."
+NAME_MAX = 100
 TOP_KEYS = ("name", "description", "base", "fixed", "space", "seeds", "search", "scheduler", "resources", "failure")
 
 
@@ -198,9 +201,9 @@ def load_spec(path: str | Path) -> StudySpec:
     if not path.is_file():
         raise SpecError(f"spec file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+        raw = load_yaml(path.read_text(), str(path))
+    except YAMLSyntaxError as error:
+        raise SpecError(str(error)) from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping with keys {', '.join(TOP_KEYS)}")
     raw.setdefault("name", path.stem)
@@ -212,9 +215,7 @@ def parse_spec(raw: dict[str, Any], *, base_dir: str | Path = ".") -> StudySpec:
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise SpecError(f"unknown spec key {unknown[0]!r}; allowed: {', '.join(TOP_KEYS)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
-        raise SpecError(f"name={name!r} is invalid; allowed: a non-empty string of letters, digits, '-', '_', '.'")
+    name = check_study_name(raw.get("name"), "name")
     base = _load_base(raw.get("base", {}), Path(base_dir))
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict) or not all(isinstance(k, str) and "." in k for k in fixed):
@@ -240,6 +241,21 @@ def parse_spec(raw: dict[str, Any], *, base_dir: str | Path = ".") -> StudySpec:
     spec = StudySpec(**{**spec.__dict__, "defaults": defaults})
     _validate_points(spec)
     return spec
+
+
+def check_study_name(name: Any, key: str = "name") -> str:
+    """`name` if it is one path component (letters, digits, '-', '_', '.', not
+    starting with '.' or '_', which storage listings skip); else SpecError naming `key`."""
+    valid = (
+        isinstance(name, str) and 0 < len(name) <= NAME_MAX and name[0] not in "._"
+        and all(c.isascii() and (c.isalnum() or c in NAME_CHARS) for c in name)
+    )
+    if not valid:
+        raise SpecError(
+            f"{key}={name!r} is invalid; allowed: 1-{NAME_MAX} letters, digits, '-', '_', '.' "
+            "(one folder name, not starting with '.' or '_')"
+        )
+    return name
 
 
 def expand_grid(spec: StudySpec) -> list[dict[str, Any]]:
@@ -301,9 +317,9 @@ def _load_base(base: Any, base_dir: Path) -> dict[str, Any]:
         if not path.is_file():
             raise SpecError(f"base={base!r} is invalid; allowed: a pipeline config path relative to the spec ({path} not found)")
         try:
-            base = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise SpecError(f"base {path}: not valid YAML: {str(error).splitlines()[0]}") from None
+            base = load_yaml(path.read_text(), f"base {path}") or {}
+        except YAMLSyntaxError as error:
+            raise SpecError(str(error)) from None
     if not isinstance(base, dict):
         raise SpecError(f"base={base!r} is invalid; allowed: a pipeline config path or an inline mapping of sections")
     sections = {str(k): v for k, v in base.items() if "." not in str(k)}

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from wsss_core.crf import CRFConfig
 from wsss_core.data import DataConfig
 from wsss_core.fsl import DEFAULT_MASS, MIN_MASS, NORMALIZATIONS
+from wsss_core.yaml_loader import YAMLSyntaxError, load_yaml
 
 POOLINGS = ("gap", "gmp")
 CAM_MODES = ("plain", "seam")
@@ -49,17 +48,23 @@ class TrainingConfig:
 
     weights: "default" (ImageNet where it ships offline, else random init),
     None, a local file, or a torchvision weights enum name (see build_backbone).
-    resize_long: random long-side range before cropping (psa/SEAM: 448..768).
-    optimizer: "sgd" (momentum 0.9, the reference codebases' choice and the
-    default) or "adam" (same groups, lr multipliers and poly decay; converges
-    far faster from random init, which is what the CPU demo trains from).
+    resize_long: random long-side range before cropping (psa/SEAM: 448..768;
+    None: no random resize).
+    optimizer: "sgd" (the reference codebases' choice and the default) or
+    "adam" (same groups, lr multipliers and poly decay; converges far faster
+    from random init, which is what the CPU demo trains from).
+    momentum: SGD momentum. The reference PolyOptimizer (psa/SEAM/icam
+    tool/torchutils.py) hands its weight_decay to SGD's momentum slot, so
+    their CAM and AffinityNet stages train with momentum 5e-4 (the stage
+    defaults here); DeepLab (icam train_final.py) uses 0.9.
     """
 
     backbone: str = "resnet_small"
     weights: str | None = "default"
     optimizer: str = "sgd"
+    momentum: float = 0.9
     crop_size: int = 448
-    resize_long: tuple[int, int] = (448, 768)
+    resize_long: tuple[int, int] | None = (448, 768)
     color_jitter: bool = True
     batch_size: int = 8
     epochs: int = 8
@@ -73,8 +78,10 @@ class TrainingConfig:
         _require(self.backbone in BACKBONES, f"{section}.backbone", self.backbone, ", ".join(BACKBONES))
         _require(self.optimizer in OPTIMIZERS, f"{section}.optimizer", self.optimizer, ", ".join(OPTIMIZERS))
         _require(self.crop_size >= 16, f"{section}.crop_size", self.crop_size, "an integer >= 16")
-        lo, hi = self.resize_long
-        _require(1 <= lo <= hi, f"{section}.resize_long", self.resize_long, "[lo, hi] with 1 <= lo <= hi")
+        _require(0 <= self.momentum < 1, f"{section}.momentum", self.momentum, "0 <= momentum < 1")
+        if self.resize_long is not None:
+            lo, hi = self.resize_long
+            _require(1 <= lo <= hi, f"{section}.resize_long", self.resize_long, "null or [lo, hi], 1 <= lo <= hi")
         _require(self.batch_size >= 1, f"{section}.batch_size", self.batch_size, "an integer >= 1")
         _require(self.epochs >= 1, f"{section}.epochs", self.epochs, "an integer >= 1")
         _require(self.lr > 0, f"{section}.lr", self.lr, "a number > 0")
@@ -104,6 +111,7 @@ class CamConfig(TrainingConfig):
     the paper's 2 and 4 (SEAM used 4 and 24); the rest is ignored (255).
     """
 
+    momentum: float = 5e-4  # reference PolyOptimizer, see TrainingConfig
     mode: str = "seam"
     dropout: float = 0.5
     pcm_source: str = "probs"
@@ -161,12 +169,15 @@ class CamConfig(TrainingConfig):
 @dataclass(frozen=True)
 class AffinityConfig(TrainingConfig):
     """Stage 2: AffinityNet on pixel pairs closer than `radius` on the stride-8
-    map (psa: 5), trained at lr 0.1 in psa/SEAM; random walk with transition
+    map (psa: 5), trained as icam train_aff.py: lr 0.01, effective momentum
+    5e-4, random crop and flip without a random resize; random walk with transition
     A^beta and T^iterations (SEAM: beta 8, logt 6 -> 64 iterations) from CAMs
     whose background is (1 - max fg)^rw_alpha (SEAM: 6).
     """
 
-    lr: float = 0.1
+    lr: float = 0.01
+    momentum: float = 5e-4  # reference PolyOptimizer, see TrainingConfig
+    resize_long: tuple[int, int] | None = None
     radius: int = 5
     beta: float = 8.0
     iterations: int = 64
@@ -290,18 +301,26 @@ def load_config(source: str | Path | dict | PipelineConfig, overrides: list[str]
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            source = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+            source = load_yaml(path.read_text(), str(path)) or {}
+        except YAMLSyntaxError as error:
+            raise ConfigError(str(error)) from None
         if not isinstance(source, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(source).__name__}")
     nested = _nest(source)
     for item in overrides or []:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} is invalid; allowed: section.key=value")
-        _merge(nested, _nest({key.strip(): yaml.safe_load(text)}))
+        _merge(nested, _nest(parse_override(item)))
     return _build(nested)
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """"section.key=value" (value in YAML, numbers in any notation) -> {key: value}."""
+    key, sep, text = item.partition("=")
+    if not sep or "." not in key.strip():
+        raise ConfigError(f"override {item!r} is invalid; allowed: section.key=value")
+    try:
+        return {key.strip(): load_yaml(text, f"override {item!r}")}
+    except YAMLSyntaxError as error:
+        raise ConfigError(f"{error}; allowed: section.key=value with a YAML value") from None
 
 
 def config_to_dict(config: PipelineConfig) -> dict[str, dict[str, Any]]:

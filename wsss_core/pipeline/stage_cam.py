@@ -108,7 +108,7 @@ def train(ctx: StageContext, work_dir: Path) -> dict[str, Any]:
     seed = derived_seed(runtime.seed, STAGE_INDEX)
     generator = torch.Generator(device=runtime.device).manual_seed(seed)
     trainer = runtime.to_device(CAMTrainer(build_cam_net(c, ctx.num_classes, seed), c, generator))
-    optimizer = build_optimizer(trainer.param_groups(c.lr, c.weight_decay), c.optimizer)
+    optimizer = build_optimizer(trainer.param_groups(c.lr, c.weight_decay), c.optimizer, c.momentum)
     dataset = ImageLevelView(ctx.datasets["train"])
     transform = train_transform(c, trainer.net.backbone)
 

@@ -20,9 +20,6 @@ from wsss_core.data.sample import Sample
 from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
 from wsss_core.pipeline.config import RuntimeConfig, TrainingConfig
 
-MOMENTUM = 0.9  # psa/SEAM's PolyOptimizer
-
-
 @dataclass(frozen=True)
 class Runtime:
     """Resolved runtime: device, AMP / channels_last (CUDA only), seed, loader
@@ -94,9 +91,9 @@ def make_batches(
 
 
 def train_transform(config: TrainingConfig, backbone: nn.Module) -> TrainTransform:
-    """psa/SEAM augmentation: random long side in resize_long, colour jitter, flip, crop."""
+    """psa/SEAM augmentation: random long side in resize_long (None: none), colour jitter, flip, crop."""
     return TrainTransform(
-        config.crop_size, tuple(config.resize_long), flip=True,
+        config.crop_size, None if config.resize_long is None else tuple(config.resize_long), flip=True,
         color_jitter=ColorJitter() if config.color_jitter else None, mean=backbone.mean, std=backbone.std,
     )
 
@@ -105,11 +102,12 @@ def steps_per_epoch(num_items: int, batch_size: int) -> int:
     return max(1, num_items // batch_size) if num_items >= batch_size else 1
 
 
-def build_optimizer(param_groups: list[dict], kind: str = "sgd") -> torch.optim.Optimizer:
-    """SGD with momentum (reference) or Adam over the models' groups (each with lr_mult)."""
+def build_optimizer(param_groups: list[dict], kind: str = "sgd", momentum: float = 0.9) -> torch.optim.Optimizer:
+    """SGD with `momentum` (reference; see TrainingConfig.momentum) or Adam over the
+    models' groups, each with its own lr, lr_mult and weight_decay."""
     if kind == "adam":
         return torch.optim.Adam(param_groups, lr=param_groups[0]["lr"])
-    return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=MOMENTUM)
+    return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=momentum)
 
 
 def set_poly_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total: int, power: float) -> None:
@@ -198,7 +196,7 @@ def fit_on_pseudo_labels(
     """Stages 2 and 3: train `model` (with .param_groups and .backbone) on
     `dataset`, whose masks are the upstream pseudo-labels, save its weights to
     model_path, and return the training summary kept with the stage."""
-    optimizer = build_optimizer(model.param_groups(train.lr, train.weight_decay), train.optimizer)
+    optimizer = build_optimizer(model.param_groups(train.lr, train.weight_decay), train.optimizer, train.momentum)
     transform = train_transform(train, model.backbone)
 
     def epoch_batches(epoch: int) -> Iterable[Batch]:
