@@ -1,33 +1,39 @@
 """CAM overlay gallery: the pipeline's PNGs of the best trials, embedded as base64 data URIs.
 
-The pipeline writes `<trial_dir>/overlays/<stage>/*.png`; the `overlay_dir`
-column points there (absolute, or relative to the study folder).
+The study writes `<study>/trials/<trial_id>/overlays/<stage>/*.png`; the
+`overlay_dir` column points there, relative to the study folder (schema
+version 1: absolute). The study folder may be a local path or a URI (s3://).
 """
 from __future__ import annotations
 
 import base64
 import html
-from pathlib import Path
+import os
 
 import pandas as pd
+import pyarrow.fs as pafs
 
 from analysis.frames import STAGE_LABELS, reference_stage, scored
+from analysis.store import study_filesystem
 from study.schema import STAGES
 
 
-def overlay_paths(frame: pd.DataFrame, study_dir: Path, top: int = 4, per_stage: int = 4) -> dict[str, dict[str, list[Path]]]:
-    """{trial_id: {stage: [png, ...]}} for the `top` trials by mIoU at the deepest scored stage."""
+def overlay_paths(frame: pd.DataFrame, study_dir: str | os.PathLike, top: int = 4,
+                  per_stage: int = 4) -> dict[str, dict[str, list[str]]]:
+    """{trial_id: {stage: [png path, ...]}} (paths on the study's file system)
+    for the `top` trials by mIoU at the deepest scored stage."""
+    filesystem, root = study_filesystem(study_dir)
     stage = reference_stage(frame)
     if stage is None:
         return {}
     ranking = scored(frame, stage).sort_values("miou", ascending=False)["trial_id"].drop_duplicates()
-    found: dict[str, dict[str, list[Path]]] = {}
+    found: dict[str, dict[str, list[str]]] = {}
     for trial_id in ranking:
         rows = frame[(frame["trial_id"] == trial_id) & frame["overlay_dir"].notna()].drop_duplicates("stage")
         images = {}
         for stage_name, overlay_dir in zip(rows["stage"].astype(str), rows["overlay_dir"]):
-            folder = Path(overlay_dir) if Path(overlay_dir).is_absolute() else study_dir / overlay_dir
-            pngs = sorted(folder.glob("*.png"))[:per_stage] if folder.is_dir() else []
+            folder = overlay_dir if os.path.isabs(overlay_dir) else f"{root}/{overlay_dir}"
+            pngs = _pngs(filesystem, folder)[:per_stage]
             if pngs:
                 images[stage_name] = pngs
         if images:
@@ -37,8 +43,14 @@ def overlay_paths(frame: pd.DataFrame, study_dir: Path, top: int = 4, per_stage:
     return found
 
 
-def gallery_html(frame: pd.DataFrame, study_dir: Path, top: int = 4, per_stage: int = 4) -> str | None:
+def _pngs(filesystem: pafs.FileSystem, folder: str) -> list[str]:
+    infos = filesystem.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".png"))
+
+
+def gallery_html(frame: pd.DataFrame, study_dir: str | os.PathLike, top: int = 4, per_stage: int = 4) -> str | None:
     """A self-contained HTML gallery (one block per trial, one row per stage), or None without PNGs."""
+    filesystem, _ = study_filesystem(study_dir)
     found = overlay_paths(frame, study_dir, top, per_stage)
     if not found:
         return None
@@ -46,9 +58,15 @@ def gallery_html(frame: pd.DataFrame, study_dir: Path, top: int = 4, per_stage: 
     for trial_id, stages in found.items():
         rows = []
         for stage, pngs in stages.items():
-            images = "".join(
-                f"<figure><img alt='{html.escape(p.name)}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
-                f"<figcaption>{html.escape(p.stem)}</figcaption></figure>" for p in pngs)
+            images = "".join(_figure(filesystem, path) for path in pngs)
             rows.append(f"<div class='gallery-row'><span class='gallery-stage'>{html.escape(STAGE_LABELS[stage])}</span>{images}</div>")
         blocks.append(f"<div class='gallery-trial'><h4>{html.escape(trial_id)}</h4>{''.join(rows)}</div>")
     return "".join(blocks)
+
+
+def _figure(filesystem: pafs.FileSystem, path: str) -> str:
+    with filesystem.open_input_stream(path) as stream:
+        data = base64.b64encode(stream.read()).decode()
+    name = path.rsplit("/", 1)[-1]
+    return (f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(name.removesuffix('.png'))}</figcaption></figure>")

@@ -53,7 +53,7 @@ class Section:
 @dataclass(frozen=True)
 class StudyData:
     name: str
-    path: Path
+    path: str  # a local folder or a URI (s3://)
     frame: pd.DataFrame
 
 
@@ -62,9 +62,9 @@ def load_studies(study_dirs: Sequence[str | os.PathLike]) -> list[StudyData]:
     studies = []
     for study_dir in study_dirs:
         frame = load_results(study_dir)
-        studies.append(StudyData(str(frame["study"].iloc[0]), Path(study_dir), frame))
+        studies.append(StudyData(str(frame["study"].iloc[0]), str(study_dir).rstrip("/"), frame))
     if len({s.name for s in studies}) < len(studies):
-        studies = [StudyData(f"{s.name} ({s.path.resolve().name})", s.path, s.frame) for s in studies]
+        studies = [StudyData(f"{s.name} ({s.path.rsplit('/', 1)[-1]})", s.path, s.frame) for s in studies]
     return studies
 
 

@@ -1,56 +1,58 @@
 """Load a study's Parquet results store into pandas.
 
-Layout (written by `study`): `<study_dir>/results/stage=<stage>/<row_id>.parquet`,
-one row per trial x stage x split, schema `study.schema.RESULT_SCHEMA`.
-Metrics (`miou`, `contour_f`, per-class lists) are fractions in [0, 1].
+Layout (written by `study.store`): `<study_dir>/results/` holding one Parquet
+file per trial (or one compacted file), one row per trial x stage x split,
+schema `study.schema.RESULT_SCHEMA`; version-1 stores (hive folders
+`results/stage=<stage>/`) stay readable. `study_dir` is a local folder or a
+pyarrow filesystem URI (s3://, gs://, file://). Metrics (`miou`, `contour_f`,
+per-class lists) are fractions in [0, 1].
 """
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pandas as pd
-import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
-from study.schema import CONFIG_COLUMNS, RESULT_SCHEMA, SCHEMA_VERSION, STAGES
+from study.schema import CONFIG_COLUMNS, READABLE_VERSIONS, RESULT_SCHEMA, STAGES
+from study.store import read_results, resolve
 
 
 class ResultsError(ValueError):
     """A study folder that cannot be read; the message is one line for the user."""
 
 
-def results_dir(study_dir: str | os.PathLike) -> Path:
-    """The Parquet dataset folder of a study."""
-    return Path(study_dir) / "results"
+def results_dir(study_dir: str | os.PathLike) -> str:
+    """The Parquet dataset folder of a study (a path or a URI)."""
+    return f"{str(study_dir).rstrip('/')}/results"
+
+
+def study_filesystem(study_dir: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) of a study folder given as a local path or a URI."""
+    return resolve(str(study_dir))
 
 
 def load_results(study_dir: str | os.PathLike) -> pd.DataFrame:
     """All result rows of one study, one per trial x stage x split.
 
     Raises `ResultsError` when the folder holds no results or was written with
-    another schema version. Hidden and `_`-prefixed files (in-flight temp files)
-    are skipped. The frame is sorted by trial, stage order and split.
+    a schema version this code cannot read. Hidden and `_`-prefixed files
+    (in-flight temp files) are skipped. The frame is sorted by trial, stage
+    order and split.
     """
-    folder = results_dir(study_dir)
-    if not folder.is_dir():
-        raise ResultsError(f"no results folder at {folder}: expected a study folder written by `wsss study run`")
-    dataset = ds.dataset(folder, format="parquet", partitioning=None, ignore_prefixes=[".", "_"])
-    version_key = b"wsss.schema_version"
-    found = (dataset.schema.metadata or {}).get(version_key)
-    if found is not None and int(found) != SCHEMA_VERSION:
-        raise ResultsError(
-            f"results in {folder} use schema version {int(found)}; this analysis reads version {SCHEMA_VERSION}"
-        )
-    missing = [name for name in RESULT_SCHEMA.names if name not in dataset.schema.names]
-    if missing:
-        raise ResultsError(f"results in {folder} lack columns {missing}; not a wsss results store")
-    frame = dataset.to_table(columns=RESULT_SCHEMA.names).to_pandas()
+    filesystem, root = study_filesystem(study_dir)
+    folder = f"{root}/results"
+    if filesystem.get_file_info(folder).type != pafs.FileType.Directory:
+        raise ResultsError(f"no results folder at {results_dir(study_dir)}: expected a study folder written by `wsss study run`")
+    frame = read_results(filesystem, folder).to_pandas()
     if frame.empty:
-        raise ResultsError(f"no result rows under {folder} yet")
+        raise ResultsError(f"no result rows under {results_dir(study_dir)} yet")
     versions = sorted(set(frame["schema_version"].astype(int)))
-    if versions != [SCHEMA_VERSION]:
-        raise ResultsError(f"results in {folder} use schema versions {versions}; this analysis reads version {SCHEMA_VERSION}")
+    unreadable = [v for v in versions if v not in READABLE_VERSIONS]
+    if unreadable:
+        raise ResultsError(f"results in {results_dir(study_dir)} use schema versions {versions}; "
+                           f"this analysis reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     frame["stage"] = pd.Categorical(frame["stage"], categories=list(STAGES), ordered=True)
     return frame.sort_values(["trial_id", "stage", "split"], kind="stable").reset_index(drop=True)
 
@@ -91,10 +93,9 @@ def _canonical(value: object) -> object:
 
 def results_stamp(study_dir: str | os.PathLike) -> tuple[int, int]:
     """(number of files, newest mtime in ns) under the results folder; changes when rows land."""
-    count, newest = 0, 0
-    for root, _dirs, files in os.walk(results_dir(study_dir)):
-        newest = max(newest, os.stat(root).st_mtime_ns)
-        for name in files:
-            count += 1
-            newest = max(newest, os.stat(os.path.join(root, name)).st_mtime_ns)
-    return count, newest
+    filesystem, root = study_filesystem(study_dir)
+    selector = pafs.FileSelector(f"{root}/results", allow_not_found=True, recursive=True)
+    infos = filesystem.get_file_info(selector)
+    files = [i for i in infos if i.type == pafs.FileType.File]
+    newest = max((i.mtime_ns or 0 for i in infos), default=0)
+    return len(files), newest

@@ -5,7 +5,7 @@ receives it; a trial that errors for good (retries spent) gets "failed" rows
 for the stage it was in, with the error's message; a trial stopped early by the
 scheduler (ASHA) gets "stopped" rows for the first stage it did not run.
 Row ids are stable (`schema.row_id`), so a resumed study rewrites, never
-duplicates.
+duplicates. When the experiment ends the trial files are compacted into one.
 """
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from ray.tune import Callback
 from study.schema import STAGES
 from study.spec import StudySpec
 from study.store import ResultsStore, StageOutcome
+from study.artifacts import trial_folder
 from study.trainable import flat_trial_config, study_trial_id
 
 
 class ParquetResultsCallback(Callback):
-    """Tune callback: trial results -> `<study_uri>/results/stage=<stage>/<row_id>.parquet`."""
+    """Tune callback: trial results -> `<study_uri>/results/trial-<trial_id>.parquet`."""
 
     def __init__(self, study: str, study_uri: str, spec: StudySpec) -> None:
         self.study = study
@@ -59,20 +60,24 @@ class ParquetResultsCallback(Callback):
         if _stages_reported(trial) < len(STAGES):
             self._write_unfinished(trial, "stopped", None)
 
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.store.compact()
+
     def _write_unfinished(self, trial: Any, status: str, error: str | None) -> None:
         config = flat_trial_config(trial.config, self.spec)
         stage = STAGES[min(_stages_reported(trial), len(STAGES) - 1)]
         now = datetime.now(timezone.utc)
+        trial_id = study_trial_id(trial.config, self.spec, trial.trial_id)
         self.store.write_outcome(StageOutcome(
             study=self.study,
-            trial_id=study_trial_id(trial.config, self.spec, trial.trial_id),
+            trial_id=trial_id,
             stage=stage,
             status=status,
             config=config,
             splits=tuple(config["eval.splits"].split(",")),
             error=error,
             finished_at=now,
-            trial_dir=trial.path,
+            trial_dir=trial_folder(trial_id),
         ))
 
 

@@ -237,7 +237,7 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, verbo
 def _trainable(spec: StudySpec, location: StudyLocation, cache_dir: str) -> Any:
     from ray import tune
 
-    setup = TrialSetup(study=location.name, spec=spec, cache_dir=cache_dir)
+    setup = TrialSetup(study=location.name, spec=spec, cache_dir=cache_dir, study_uri=location.uri)
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus, **spec.resources.custom}
     return tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
 

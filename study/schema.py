@@ -3,7 +3,11 @@
 One row per trial x stage x split. Only pyarrow is imported here, so
 `analysis` can use this module without torch or Ray.
 
-Bump SCHEMA_VERSION whenever a column is added, removed or changes meaning.
+Bump SCHEMA_VERSION whenever a column is added, removed or changes meaning;
+readers accept every version in READABLE_VERSIONS. Version 1 kept rows under
+hive folders (`results/stage=<stage>/`) and absolute `trial_dir`/`overlay_dir`;
+version 2 keeps one file per trial (or one compacted file) directly under
+`results/` and those paths relative to the study folder.
 """
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import hashlib
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 
 STAGES: tuple[str, ...] = ("cam", "affinity", "segmentation")
 """Pipeline stages in order; the stage index (1-based) is Tune's time attribute."""
@@ -62,8 +67,8 @@ RESULT_SCHEMA = pa.schema(
         pa.field("finished_at", pa.timestamp("us", tz="UTC")),
         pa.field("cache_hit", pa.bool_()),
         pa.field("node", pa.string()),
-        pa.field("trial_dir", pa.string()),
-        pa.field("overlay_dir", pa.string()),
+        pa.field("trial_dir", pa.string()),  # relative to the study folder (v1: absolute)
+        pa.field("overlay_dir", pa.string()),  # relative to the study folder (v1: absolute)
         pa.field("code_version", pa.string()),
     ],
     metadata={b"wsss.schema_version": str(SCHEMA_VERSION).encode()},

@@ -1,23 +1,25 @@
-"""The Parquet results store: one file per result row, written atomically.
+"""The Parquet results store: one file per trial while a study runs, one
+compacted file when it ends.
 
-Layout: `<study_uri>/results/stage=<stage>/<row_id>.parquet`, one row each,
-schema `study.schema.RESULT_SCHEMA`; read the whole store with
-`pyarrow.dataset.dataset(<study_uri>/results)`. Pure pyarrow (no Ray, no torch),
-so it can be used and tested alone.
+Layout: `<study_uri>/results/trial-<trial_id>.parquet` (every row of one trial)
+and, after `compact()`, `<study_uri>/results/compacted.parquet`, schema
+`study.schema.RESULT_SCHEMA`. `stage` is a plain column and no folder
+partitions the data, so pandas.read_parquet, pyarrow.parquet.read_table,
+pyarrow.dataset, polars and DuckDB all read `<study_uri>/results` as one
+table. Pure pyarrow (no Ray, no torch).
 
-Atomicity: on a local file system a row is written to a hidden temporary file
-(".<row_id>.<random>.tmp", skipped by readers that ignore "."-prefixed files)
-and renamed over its final name, so a crash never leaves a partial file. On
-object stores (s3://, gs://) a PUT is atomic by itself, so the row is written
-to its final key directly. The file name is the stable row id
-(`schema.row_id(study, trial_id, stage, split)`): rewriting a row after a
-resume replaces it instead of adding a duplicate, and concurrent trials, whose
-ids differ, never write the same file.
+Writes go through one process (the driver's Tune callback): writing rows of a
+trial rewrites that trial's file with the rows merged by their stable row id
+(`schema.row_id`), so a resumed study replaces rows instead of duplicating
+them. Files are replaced atomically: on a local file system through a hidden
+temporary sibling (".<name>.<random>.tmp", skipped by readers) and a rename, on
+object stores (s3://, gs://) by a single PUT, which is atomic by itself.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,11 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from study.schema import CONFIG_COLUMNS, RESULT_SCHEMA, SCHEMA_VERSION, STAGES, STATUSES, row_id
+
+COMPACTED = "compacted.parquet"
+TRIAL_PREFIX = "trial-"
 
 CONFIG_SOURCES: dict[str, str] = {
     "lambda": "cam.lam",
@@ -149,32 +155,28 @@ class ResultsStore:
     """
 
     def __init__(self, study_uri: str) -> None:
-        self.filesystem, self.root = _resolve(study_uri)
+        self.filesystem, self.root = resolve(study_uri)
         self.results = f"{self.root.rstrip('/')}/results"
-        self._local = isinstance(self.filesystem, pafs.LocalFileSystem)
+        self._trials: dict[str, dict[str, dict[str, Any]]] = {}
 
-    def row_path(self, row: dict[str, Any]) -> str:
-        return f"{self.results}/stage={row['stage']}/{row['row_id']}.parquet"
+    def trial_path(self, trial_id: str) -> str:
+        safe = trial_id if re.fullmatch(r"[A-Za-z0-9_.-]+", trial_id) else row_id("", trial_id, "", "")
+        return f"{self.results}/{TRIAL_PREFIX}{safe}.parquet"
 
     def write(self, rows: Iterable[dict[str, Any]]) -> list[str]:
-        """Write each row to its own file (atomic replace); returns the paths."""
-        paths = []
+        """Merge rows into their trials' files (atomic replace); returns the paths."""
+        by_trial: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
-            table = pa.Table.from_pylist([row], schema=RESULT_SCHEMA)
-            path = self.row_path(row)
-            folder = path.rsplit("/", 1)[0]
-            self.filesystem.create_dir(folder, recursive=True)
-            if self._local:
-                temporary = f"{folder}/.{row['row_id']}.{uuid.uuid4().hex}.tmp"
-                try:
-                    pq.write_table(table, temporary, filesystem=self.filesystem)
-                    self.filesystem.move(temporary, path)
-                finally:
-                    if self.filesystem.get_file_info(temporary).type != pafs.FileType.NotFound:
-                        self.filesystem.delete_file(temporary)
-            else:
-                pq.write_table(table, path, filesystem=self.filesystem)
-            paths.append(path)
+            by_trial.setdefault(row["trial_id"], []).append(row)
+        paths = []
+        for trial_id, new in by_trial.items():
+            merged = dict(self._known_rows(trial_id))
+            merged.update({row["row_id"]: row for row in new})
+            table = pa.Table.from_pylist(list(merged.values()), schema=RESULT_SCHEMA)
+            paths.append(self.trial_path(trial_id))
+            write_atomic(self.filesystem, table, paths[-1])
+            self._trials[trial_id] = merged
+            self._drop_from_compacted(trial_id)
         return paths
 
     def write_outcome(self, outcome: StageOutcome) -> list[str]:
@@ -182,19 +184,80 @@ class ResultsStore:
 
     def read(self) -> pa.Table:
         """Every row written so far (an empty table with the schema when none)."""
+        return read_results(self.filesystem, self.results)
+
+    def compact(self) -> str | None:
+        """Replace every trial file by one compacted file (None: no rows yet)."""
+        files = self._files()
+        if not files or files == [f"{self.results}/{COMPACTED}"]:
+            return None
+        target = f"{self.results}/{COMPACTED}"
+        write_atomic(self.filesystem, self.read(), target)
+        for path in files:
+            if path != target:
+                self.filesystem.delete_file(path)
+        return target
+
+    def _files(self) -> list[str]:
         if self.filesystem.get_file_info(self.results).type != pafs.FileType.Directory:
-            return RESULT_SCHEMA.empty_table()
-        dataset = ds.dataset(
-            self.results, schema=RESULT_SCHEMA, format="parquet", filesystem=self.filesystem,
-            ignore_prefixes=[".", "_"],
-        )
-        return dataset.to_table()
+            return []
+        infos = self.filesystem.get_file_info(pafs.FileSelector(self.results))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                      and not i.base_name.startswith((".", "_")))
+
+    def _known_rows(self, trial_id: str) -> dict[str, dict[str, Any]]:
+        """This trial's rows already stored: in memory, in its file or in the compacted file."""
+        if trial_id in self._trials:
+            return self._trials[trial_id]
+        rows: dict[str, dict[str, Any]] = {}
+        for path in (f"{self.results}/{COMPACTED}", self.trial_path(trial_id)):
+            if self.filesystem.get_file_info(path).type == pafs.FileType.File:
+                table = read_results(self.filesystem, path)
+                table = table.filter(pc.equal(table["trial_id"], trial_id))
+                rows.update({row["row_id"]: row for row in table.to_pylist()})
+        return rows
+
+    def _drop_from_compacted(self, trial_id: str) -> None:
+        """A trial written after compaction (a resumed study) leaves the compacted file."""
+        path = f"{self.results}/{COMPACTED}"
+        if self.filesystem.get_file_info(path).type != pafs.FileType.File:
+            return
+        table = read_results(self.filesystem, path)
+        keep = pc.not_equal(table["trial_id"], trial_id)
+        if pc.all(keep).as_py() is False:
+            write_atomic(self.filesystem, table.filter(keep), path)
 
 
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+def read_results(filesystem: pafs.FileSystem, path: str) -> pa.Table:
+    """The rows under a results folder (or one file), every readable schema
+    version, as RESULT_SCHEMA; an empty table when there is nothing yet."""
+    if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+        return RESULT_SCHEMA.empty_table()
+    dataset = ds.dataset(path, schema=RESULT_SCHEMA, format="parquet", filesystem=filesystem,
+                         partitioning=None, ignore_prefixes=[".", "_"])
+    return dataset.to_table()
+
+
+def write_atomic(filesystem: pafs.FileSystem, table: pa.Table, path: str) -> None:
+    """Replace `path` by `table` so readers see the old or the new file, never a part."""
+    folder = path.rsplit("/", 1)[0]
+    filesystem.create_dir(folder, recursive=True)
+    if not isinstance(filesystem, pafs.LocalFileSystem):
+        pq.write_table(table, path, filesystem=filesystem)
+        return
+    temporary = f"{folder}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(table, temporary, filesystem=filesystem)
+        filesystem.move(temporary, path)
+    finally:
+        if filesystem.get_file_info(temporary).type != pafs.FileType.NotFound:
+            filesystem.delete_file(temporary)
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) of a local folder or a pyarrow filesystem URI."""
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
-
     return pafs.LocalFileSystem(), str(Path(uri).resolve())
 
 

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from study.artifacts import overlay_folder, trial_folder, upload_stage
 from study.schema import STAGES
 from study.spec import SEED_KEY, StudySpec
 
@@ -33,12 +34,14 @@ class TrialSetup:
     """What every trial needs besides its config (pickled to the workers).
 
     cache_dir: the pipeline's stage cache, a folder every node can reach
-    (the study storage when local or a shared file system).
+    (the study storage when local or a shared file system). study_uri: the
+    study folder (local path or URI) that receives the trial's artifacts.
     """
 
     study: str
     spec: StudySpec
     cache_dir: str
+    study_uri: str
 
 
 def trial_point(config: dict[str, Any], spec: StudySpec) -> tuple[str | None, dict[str, Any]]:
@@ -90,8 +93,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             done = json.loads((Path(folder) / PROGRESS_FILE).read_text())["stage_index"]
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    out_dir = trial_dir / "pipeline"
+    trial_id = study_trial_id(config, setup.spec, tune.get_context().get_trial_id())
+    scratch = tempfile.TemporaryDirectory(prefix=f"wsss-{trial_id}-")
+    out_dir = Path(scratch.name)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
     version = code_version()
     class_names = list(build_dataset(pipeline_config.data, "val", cache_dir=Path(setup.cache_dir) / "data").class_names)
@@ -100,6 +104,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         index = STAGES.index(result.stage) + 1
         if index <= done:
             return
+        upload_stage(out_dir, setup.study_uri, trial_id, result.stage)
         finished = datetime.now(timezone.utc)
         val = result.metrics.get("val", {})
         payload = {
@@ -111,8 +116,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             "started_at": (finished.timestamp() - float(result.seconds)),
             "finished_at": finished.timestamp(),
             "node": node,
-            "trial_dir": str(trial_dir),
-            "overlay_dir": str(out_dir / "overlays" / result.stage),
+            "trial_dir": trial_folder(trial_id),
+            "overlay_dir": overlay_folder(trial_id, result.stage),
             "code_version": version,
             "class_names": class_names,
         }
@@ -127,4 +132,5 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             (Path(folder) / PROGRESS_FILE).write_text(json.dumps({"stage_index": index, "stage": result.stage}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    run_pipeline(pipeline_config, out_dir, cache_dir=setup.cache_dir, on_stage_end=report, progress=False)
+    with scratch:
+        run_pipeline(pipeline_config, out_dir, cache_dir=setup.cache_dir, on_stage_end=report, progress=False)

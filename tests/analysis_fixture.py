@@ -1,8 +1,8 @@
 """Writes realistic study results in the real Parquet layout, for the analysis tests.
 
-`<root>/<study>/results/stage=<stage>/<row_id>.parquet`, one file per trial x
-stage x split, schema `study.schema.RESULT_SCHEMA`, plus overlay PNGs under
-`<root>/<study>/trials/<trial_id>/overlays/<stage>/`. Metric values follow a
+`<root>/<study>/results/trial-<trial_id>.parquet` through `study.store.ResultsStore`,
+schema `study.schema.RESULT_SCHEMA`, plus overlay PNGs under
+`<root>/<study>/trials/<trial_id>/overlays/<stage>/` (paths in rows relative to the study). Metric values follow a
 smooth model of the paper's trends with seed noise; every written row is
 returned so tests compute their expectations from the data, not from constants.
 """
@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
-from study.schema import RESULT_SCHEMA, SCHEMA_VERSION, SPLITS, STAGES, row_id
+from study.schema import SCHEMA_VERSION, SPLITS, STAGES, row_id
+from study.store import ResultsStore
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -100,7 +99,8 @@ def _stage_rows(study: str, trial: str, index: int, config: dict[str, object], s
                 "fsl_sigma": sigma, "fsl_mu": mu,
                 "seconds": None if unfinished else seconds, "started_at": None if unfinished else clock,
                 "finished_at": finished, "cache_hit": None if unfinished else False, "node": node,
-                "trial_dir": str(trial_dir), "overlay_dir": None if unfinished else str(overlay_dir), "code_version": "abc1234",
+                "trial_dir": f"trials/{trial}", "overlay_dir": None if unfinished else f"trials/{trial}/overlays/{stage}",
+                "code_version": "abc1234",
             })
         clock = finished
         if unfinished:
@@ -119,10 +119,7 @@ def write_study(root: Path, name: str, configs: list[dict[str, object]], *, stop
         start = START + timedelta(minutes=7 * (index // 2))
         rows += _stage_rows(name, trial, index, config, (stops or {}).get(index, len(STAGES)),
                             (failures or {}).get(index), study_dir / "trials" / trial, f"node-{index % 2 + 1}", start, rng)
-    for row in rows:
-        folder = study_dir / "results" / f"stage={row['stage']}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist([row], schema=RESULT_SCHEMA), folder / f"{row['row_id']}.parquet")
+    ResultsStore(str(study_dir)).write(rows)
     return FixtureStudy(study_dir, pd.DataFrame(rows))
 
 

@@ -6,6 +6,8 @@ import shutil
 import subprocess
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from plotly.offline import get_plotlyjs
@@ -58,14 +60,17 @@ def test_sections_without_data_are_left_out(studies):
 def test_watch_regenerates_when_rows_land(studies, tmp_path):
     voc = studies[1].path
     out = tmp_path / "live.html"
-    source = next((voc / "results" / "stage=cam").iterdir())
-    landed = voc / "results" / "stage=cam" / "zz-new-row.parquet"
+    source = pq.read_table(next((voc / "results").iterdir()))
+    landed = voc / "results" / "trial-zz.parquet"
+    for column in ("row_id", "trial_id"):
+        source = source.set_column(source.schema.get_field_index(column), column,
+                                   pa.array([f"zz{i}" for i in range(source.num_rows)]))
     messages: list[str] = []
 
     def log(message: str) -> None:
         messages.append(message)
         if len(messages) == 1:
-            landed.write_bytes(source.read_bytes())  # a row lands while the study runs
+            pq.write_table(source, landed)  # rows land while the study runs
 
     try:
         writes = watch_report([voc], out, interval=0.01, iterations=3, log=log)

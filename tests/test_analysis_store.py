@@ -10,6 +10,7 @@ import pytest
 
 from analysis.store import ResultsError, extra_config, load_results, results_stamp
 from study.schema import RESULT_SCHEMA, STAGES
+from study.store import ResultsStore
 from tests.analysis_fixture import write_optuna_search, write_voc_ablation
 
 
@@ -28,7 +29,7 @@ def test_load_returns_every_row_in_stage_order(voc):
 
 
 def test_in_flight_temp_files_are_ignored(voc):
-    temp = voc.path / "results" / "stage=cam" / ".partial.parquet.tmp"
+    temp = voc.path / "results" / ".partial.parquet.tmp"
     temp.write_bytes(b"not parquet yet")
     try:
         assert len(load_results(voc.path)) == len(voc.rows)
@@ -40,12 +41,25 @@ def test_other_schema_version_is_a_one_line_error(tmp_path):
     row = {name: None for name in RESULT_SCHEMA.names} | {
         "row_id": "x", "schema_version": 99, "study": "s", "trial_id": "t", "stage": "cam", "stage_index": 1,
         "split": "val", "status": "completed"}
-    folder = tmp_path / "s" / "results" / "stage=cam"
+    folder = tmp_path / "s" / "results"
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([row], schema=RESULT_SCHEMA.remove_metadata()), folder / "x.parquet")
-    with pytest.raises(ResultsError, match="schema version.*99") as error:
+    with pytest.raises(ResultsError, match="schema versions \\[99\\]; this analysis reads versions 1, 2") as error:
         load_results(tmp_path / "s")
     assert "\n" not in str(error.value)
+
+
+def test_a_version_1_store_with_hive_folders_and_absolute_paths_still_loads(voc, tmp_path):
+    """Version 1: one file per row under results/stage=<stage>/, stage also a column."""
+    rows = ResultsStore(str(voc.path)).read().to_pylist()[:6]
+    for row in rows:
+        row |= {"schema_version": 1, "overlay_dir": str(voc.path / row["overlay_dir"]) if row["overlay_dir"] else None}
+        folder = tmp_path / "old" / "results" / f"stage={row['stage']}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist([row], schema=RESULT_SCHEMA), folder / f"{row['row_id']}.parquet")
+    frame = load_results(tmp_path / "old")
+    assert sorted(frame["row_id"]) == sorted(r["row_id"] for r in rows)
+    assert set(frame["schema_version"]) == {1} and frame["overlay_dir"].dropna().map(lambda p: p.startswith("/")).all()
 
 
 def test_missing_study_folder_names_the_path(tmp_path):
@@ -62,8 +76,8 @@ def test_extra_config_keeps_only_keys_not_in_columns(tmp_path):
 
 def test_results_stamp_changes_when_a_row_lands(voc):
     before = results_stamp(voc.path)
-    extra = Path(voc.path / "results" / "stage=cam" / "new.parquet")
-    extra.write_bytes((voc.path / "results" / "stage=cam").iterdir().__next__().read_bytes())
+    extra = Path(voc.path / "results" / "new.parquet")
+    extra.write_bytes(next((voc.path / "results").iterdir()).read_bytes())
     try:
         assert results_stamp(voc.path)[0] == before[0] + 1
     finally:

@@ -44,6 +44,9 @@ def test_grid_study_shares_upstream_stages_and_writes_every_row(storage, capsys)
     assert all(r["study"] == "grid" and r["lambda"] == 0.5 and r["backbone"] == "resnet_small" for r in results)
     assert all(r["class_names"][0] == "background" and len(r["per_class_iou"]) == len(r["class_names"]) for r in results)
     assert all(r["node"] and r["trial_dir"] and r["code_version"] and r["started_at"] <= r["finished_at"] for r in results)
+    assert [p.name for p in (storage / "grid" / "results").iterdir()] == ["compacted.parquet"]
+    assert all(r["trial_dir"] == f"trials/{r['trial_id']}" for r in results)
+    assert all(list((storage / "grid" / r["overlay_dir"]).glob("*.png")) for r in results)
     cam_hits = sorted(r["cache_hit"] for r in results if r["stage"] == "cam" and r["split"] == "val")
     assert cam_hits == [False, True], "the second trial must reuse stage 1 from the shared cache"
     seg = {r["trial_id"]: r for r in results if r["stage"] == "segmentation" and r["split"] == "val"}

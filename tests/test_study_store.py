@@ -46,15 +46,53 @@ def test_unknown_keys_stay_null_and_bad_status_is_rejected():
         outcome_rows(StageOutcome(study="s", trial_id="t", stage="cam", status="done", config={}))
 
 
-def test_store_layout_reads_back_with_pyarrow_dataset(tmp_path):
+def test_one_file_per_trial_readable_by_every_parquet_reader(tmp_path):
     store = ResultsStore(str(tmp_path / "study"))
-    paths = store.write_outcome(outcome())
-    store.write_outcome(outcome(stage="segmentation"))
-    assert all(p.endswith(".parquet") and "/results/stage=cam/" in p for p in paths)
-    table = ds.dataset(tmp_path / "study" / "results").to_table()
-    assert table.num_rows == 4
-    assert sorted(set(table.column("stage").to_pylist())) == ["cam", "segmentation"]
-    assert store.read().num_rows == 4
+    store.write_outcome(outcome())
+    paths = store.write_outcome(outcome(stage="segmentation"))
+    store.write_outcome(outcome(trial_id="t2"))
+    results = tmp_path / "study" / "results"
+    assert paths == [str(results / "trial-t1.parquet")]
+    assert sorted(p.name for p in results.iterdir()) == ["trial-t1.parquet", "trial-t2.parquet"]
+    expected = sorted(store.read().column("row_id").to_pylist())
+    assert len(expected) == 6
+    assert_readers_agree(results, expected)
+
+
+def assert_readers_agree(results, expected):
+    """pandas, pyarrow.parquet, pyarrow.dataset, polars and DuckDB read one table, stage a plain string."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    frame = pd.read_parquet(results)
+    assert sorted(frame["row_id"]) == expected and not isinstance(frame["stage"].dtype, pd.CategoricalDtype)
+    assert sorted(pq.read_table(results).column("row_id").to_pylist()) == expected
+    assert sorted(ds.dataset(results).to_table().column("row_id").to_pylist()) == expected
+    assert sorted(pl.read_parquet(f"{results}/*.parquet")["row_id"].to_list()) == expected
+    rows = duckdb.sql(f"select row_id, stage from read_parquet('{results}/*.parquet')").fetchall()
+    assert sorted(r[0] for r in rows) == expected and {r[1] for r in rows} <= {"cam", "affinity", "segmentation"}
+
+
+def test_compaction_leaves_one_file_and_a_resumed_trial_moves_out_of_it(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    for trial in ("t1", "t2", "t3"):
+        store.write_outcome(outcome(trial_id=trial))
+    before = sorted(store.read().column("row_id").to_pylist())
+    assert store.compact().endswith("results/compacted.parquet")
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["compacted.parquet"]
+    assert sorted(store.read().column("row_id").to_pylist()) == before
+    assert store.compact() is None
+
+    resumed = ResultsStore(str(tmp_path))  # a new driver
+    resumed.write_outcome(outcome(trial_id="t2", stage="affinity"))
+    table = resumed.read()
+    assert table.num_rows == 8 and len(set(table.column("row_id").to_pylist())) == 8
+    t2 = pq.read_table(tmp_path / "results" / "trial-t2.parquet")
+    assert sorted(t2.column("stage").to_pylist()) == ["affinity", "affinity", "cam", "cam"]
+    assert "t2" not in pq.read_table(tmp_path / "results" / "compacted.parquet").column("trial_id").to_pylist()
+    resumed.compact()
+    assert_readers_agree(tmp_path / "results", sorted(table.column("row_id").to_pylist()))
 
 
 def test_rewriting_a_row_replaces_it_instead_of_duplicating(tmp_path):
@@ -80,10 +118,10 @@ def test_a_failed_write_leaves_no_file_behind(tmp_path):
 def test_a_process_killed_mid_write_leaves_only_a_hidden_temp_that_readers_skip(tmp_path):
     store = ResultsStore(str(tmp_path))
     (path,) = store.write([outcome_rows(outcome())[0]])
-    folder = tmp_path / "results" / "stage=cam"
-    (folder / ".deadbeef.0123.tmp").write_bytes(open(path, "rb").read()[:50])
+    folder = tmp_path / "results"
+    (folder / ".trial-t1.parquet.0123.tmp").write_bytes(open(path, "rb").read()[:50])
     assert store.read().num_rows == 1
-    assert ds.dataset(tmp_path / "results").count_rows() == 1
+    assert ds.dataset(folder).count_rows() == 1
 
 
 def _write_many(args):
@@ -100,8 +138,7 @@ def test_concurrent_writers_never_clash(tmp_path):
     table = store_table(tmp_path)
     assert table.num_rows == 2 * 5 * 2
     assert len(set(table.column("row_id").to_pylist())) == table.num_rows
-    for path in (tmp_path / "results").rglob("*.parquet"):
-        assert pq.read_table(path).num_rows == 1
+    assert len(list((tmp_path / "results").glob("*.parquet"))) == 2 * 5
 
 
 def store_table(folder):
