@@ -1,5 +1,8 @@
 """`wsss report STUDY_DIR [STUDY_DIR ...] -o report.html [--watch]`.
 
+Without --watch it also prints the paper's findings checked on each study,
+one line per finding: "finding: difference (spread) -> verdict".
+
 `register(subparsers)` adds the command to the `wsss` CLI; the parsed
 namespace carries `func(args) -> exit code`. `python -m analysis.cli report ...`
 runs it without the rest of the CLI (no torch, no Ray).
@@ -10,7 +13,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from analysis.report import watch_report, write_report
+from analysis.findings import findings_lines
+from analysis.report import load_studies, watch_report, write_report
 from analysis.store import ResultsError
 
 
@@ -19,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "report", help="write one self-contained HTML report of one or more studies",
         description="Figures (lambda curves, study views) and the paper's tables from the Parquet results of "
-                    "one or more study folders, in one HTML file that opens offline.")
+                    "one or more study folders, in one HTML file that opens offline; then prints the paper's "
+                    "findings checked on each study, one line each.")
     parser.add_argument("study_dirs", nargs="+", metavar="STUDY_DIR", help="study folder(s) holding results/")
     parser.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
     parser.add_argument("--watch", action="store_true", help="regenerate whenever results change, until Ctrl-C")
@@ -38,10 +43,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"stopped watching; last report at {args.output}")
             return 0
         path = write_report(args.study_dirs, args.output)
+        studies = load_studies(args.study_dirs)
     except ResultsError as error:
         print(f"wsss report: {error}", file=sys.stderr)
         return 2
     print(f"report written to {path.resolve()}")
+    for study in studies:
+        print(f"The paper's findings, checked on {study.name}:")
+        print("\n".join(findings_lines(study.frame)))
     return 0
 
 

@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 from analysis.frames import (
     FINAL_STAGE, METRICS, STAGE_LABELS, describe, hold_fixed, mean_lists, scored, seed_stats, varying,
 )
+from study.schema import STAGES
 
 FSL_COLOURS: dict[bool, str] = {True: "#d62728", False: "#1f77b4"}
 """Trace colours of the lambda curves: with FSL red, without blue."""
@@ -70,8 +71,7 @@ def _held_note(held: Mapping[str, object]) -> str:
 
 
 def _curve_figure(studies: Mapping[str, pd.DataFrame], title: str) -> go.Figure:
-    poolings = [p for p in POOLING_ORDER if any(p in s.index.get_level_values("pooling") for s in studies.values())]
-    poolings += sorted({p for s in studies.values() for p in s.index.get_level_values("pooling")} - set(poolings))
+    poolings = _poolings(list(studies.values()))
     fig = make_subplots(rows=len(poolings), cols=len(METRICS), shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=[f"{str(p).upper()}: {label}" for p in poolings for label in METRICS.values()])
     dashes = ("solid", "dash", "dot", "dashdot")
@@ -84,22 +84,65 @@ def _curve_figure(studies: Mapping[str, pd.DataFrame], title: str) -> go.Figure:
                 part = stats.loc[(pooling, fsl)]
                 name = f"{study} · {FSL_NAMES[fsl]}" if study else FSL_NAMES[fsl]
                 for col, metric in enumerate(METRICS, start=1):
-                    std = part[f"{metric}_std"]
-                    show = name not in in_legend
+                    fig.add_trace(_fsl_trace(part, metric, fsl, name, name not in in_legend,
+                                             dashes[study_index % len(dashes)]), row=row, col=col)
                     in_legend.add(name)
-                    fig.add_trace(go.Scatter(
-                        x=part.index.to_numpy(dtype=float), y=part[f"{metric}_mean"].to_numpy(), name=name,
-                        legendgroup=name, showlegend=show, mode="lines+markers",
-                        line=dict(color=FSL_COLOURS[fsl], dash=dashes[study_index % len(dashes)], width=2.5),
-                        error_y=dict(type="data", array=std.fillna(0).to_numpy(), visible=bool(std.notna().any())),
-                        customdata=part["n"].to_numpy(), hovertemplate="λ=%{x}<br>%{y:.1f}% (n=%{customdata})",
-                    ), row=row, col=col)
     for col, label in enumerate(METRICS.values(), start=1):
         for row in range(1, len(poolings) + 1):
             fig.update_yaxes(title_text=label, row=row, col=col)
             fig.update_xaxes(title_text="λ", row=row, col=col)
     fig.update_layout(title=title, height=320 * len(poolings) + 120, **LAYOUT)
     return fig
+
+
+def stage_lambda_curves(frame: pd.DataFrame, split: str = "val") -> go.Figure | None:
+    """The lambda curves of every stage side by side, so the effects read across the pipeline.
+
+    One column per stage (CAM, AffinityNet, DeepLab), one row per pooling and
+    metric with a y axis shared along the row; one line per FSL setting, error
+    bars the std over seeds. None when no stage has two lambda values.
+    """
+    found = {stage: f for stage in STAGES if (f := lambda_curve_stats(frame, stage, split)) is not None}
+    if not found:
+        return None
+    poolings = _poolings([stats for stats, _ in found.values()])
+    rows = [(pooling, metric) for pooling in poolings for metric in METRICS]
+    fig = make_subplots(rows=len(rows), cols=len(found), shared_xaxes=True, shared_yaxes=True,
+                        horizontal_spacing=0.03, vertical_spacing=0.06, column_titles=[STAGE_LABELS[s] for s in found])
+    in_legend: set[bool] = set()
+    for col, (stats, _) in enumerate(found.values(), start=1):
+        for row, (pooling, metric) in enumerate(rows, start=1):
+            for fsl in (False, True):
+                if (pooling, fsl) in stats.index.droplevel("lambda"):
+                    fig.add_trace(_fsl_trace(stats.loc[(pooling, fsl)], metric, fsl, FSL_NAMES[fsl],
+                                             fsl not in in_legend), row=row, col=col)
+                    in_legend.add(fsl)
+            fig.update_xaxes(title_text="λ" if row == len(rows) else None, row=row, col=col)
+            if col == 1:
+                fig.update_yaxes(title_text=f"{str(pooling).upper()} {METRICS[metric]}", row=row, col=col)
+    held = next(iter(found.values()))[1]
+    fig.update_layout(title=f"Metrics vs λ at every stage ({split}){_held_note(held)}", height=240 * len(rows) + 160,
+                      **LAYOUT)
+    fig.update_layout(margin=dict(t=120))  # room for the held-fixed note above the column titles
+    return fig
+
+
+def _poolings(stats: list[pd.DataFrame]) -> list[str]:
+    """Poolings in the stats, the paper's order first (GMP, then GAP)."""
+    present = {p for s in stats for p in s.index.get_level_values("pooling")}
+    return [p for p in POOLING_ORDER if p in present] + sorted(present - set(POOLING_ORDER))
+
+
+def _fsl_trace(part: pd.DataFrame, metric: str, fsl: bool, name: str, show: bool, dash: str = "solid") -> go.Scatter:
+    """One lambda curve: seed means of `metric` (%) vs lambda, std error bars where seeds repeat."""
+    std = part[f"{metric}_std"]
+    return go.Scatter(
+        x=part.index.to_numpy(dtype=float), y=part[f"{metric}_mean"].to_numpy(), name=name,
+        legendgroup=name, showlegend=show, mode="lines+markers",
+        line=dict(color=FSL_COLOURS[fsl], dash=dash, width=2.5),
+        error_y=dict(type="data", array=std.fillna(0).to_numpy(), visible=bool(std.notna().any())),
+        customdata=part["n"].to_numpy(), hovertemplate="λ=%{x}<br>%{y:.1f}% (n=%{customdata})",
+    )
 
 
 def learned_fsl_parameters(frame: pd.DataFrame) -> go.Figure | None:

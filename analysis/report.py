@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from analysis import figures, tables
+from analysis.findings import Finding, check_findings
 from analysis.gallery import gallery_html
 from analysis.importance import best_stage_for_importance, param_importances, trial_parameters
 from analysis.frames import reference_stage
@@ -39,6 +40,9 @@ details{margin:4px 0 16px} pre{background:#f6f6f6;padding:8px;overflow-x:auto;fo
 .gallery-stage{width:220px;font-size:.9em;color:#444}
 figure{margin:0;text-align:center} figure img{height:128px;image-rendering:pixelated;border:1px solid #ccc}
 figcaption{font-size:.75em;color:#666}
+table.findings td.note{white-space:normal;text-align:left;font-size:.9em;color:#444}
+.verdict-supported{background:#e3f4e3} .verdict-not-supported{background:#fbe0e0;font-weight:600} .verdict-not-testable-here{color:#777}
+p.warning{background:#fbe0e0;border-left:4px solid #d62728;padding:6px 10px;font-weight:600}
 """
 
 
@@ -81,13 +85,16 @@ def table_html(table: tables.Table) -> str:
 
 def study_sections(study: StudyData) -> list[Section]:
     """Every section that applies to one study, in reading order."""
-    frame, sections = study.frame, []
+    frame = study.frame
+    sections = [Section("The paper's findings, checked on this study", findings_html(check_findings(frame)))]
+    curves = figures.stage_lambda_curves(frame)
+    if curves is not None:
+        sections.append(Section("Ablation curves: metrics vs λ at every stage (paper Figs. 2, 3, 5–8)", figure_html(curves)))
+    gallery = gallery_html(frame, study.path)
+    if gallery is not None:
+        sections.append(Section("CAM overlays of the best trials", gallery))
     overview = [tables.status_table(frame), tables.failures_table(frame)]
     sections.append(Section("Trials", "".join(table_html(t) for t in overview if t is not None)))
-    curves = [figures.lambda_curves(frame, stage) for stage in STAGES]
-    if any(curves):
-        sections.append(Section("Ablation curves: metrics vs λ (paper Figs. 2, 3, 5–8)",
-                                "".join(figure_html(f) for f in curves if f is not None)))
     learned = figures.learned_fsl_parameters(frame)
     if learned is not None:
         sections.append(Section("Learned FSL parameters", figure_html(learned)))
@@ -112,10 +119,19 @@ def study_sections(study: StudyData) -> list[Section]:
     timeline = figures.trial_timeline(frame)
     if timeline is not None:
         sections.append(Section("Trial timeline", figure_html(timeline)))
-    gallery = gallery_html(frame, study.path)
-    if gallery is not None:
-        sections.append(Section("CAM overlays of the best trials", gallery))
     return sections
+
+
+def findings_html(findings: Sequence[Finding]) -> str:
+    """A warning line per collapse, then the table: finding, measured difference, spread, verdict, note."""
+    esc = html.escape
+    warnings = "".join(f"<p class='warning'>Warning: {esc(f.warning)}</p>" for f in findings if f.warning)
+    rows = "".join(f"<tr><th>{esc(f.claim)}</th><td>{esc(f.difference)}</td><td>{esc(f.spread)}</td>"
+                   f"<td class='verdict-{f.verdict.replace(' ', '-')}'>{esc(f.verdict)}</td><td class='note'>{esc(f.note)}</td></tr>"
+                   for f in findings)
+    return (f"{warnings}<table class='wsss-table findings'><caption>Val split, percentage points. Supported: positive and, "
+            "where seeds repeat, above the std over seeds.</caption><thead><tr><th>finding</th><th>measured difference</th>"
+            f"<th>spread over seeds</th><th>verdict</th><th>note</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 def comparison_sections(studies: Sequence[StudyData]) -> list[Section]:

@@ -60,7 +60,8 @@ def _quality(config: dict[str, object]) -> float:
 
 
 def _stage_rows(study: str, trial: str, index: int, config: dict[str, object], stage_stop: int,
-                fail_stage: int | None, trial_dir: Path, node: str, start: datetime, rng: np.random.Generator) -> list[dict]:
+                fail_stage: int | None, trial_dir: Path, node: str, start: datetime, rng: np.random.Generator,
+                collapsed: str | None = None) -> list[dict]:
     rows = []
     clock = start
     lam = float(config["lambda"])  # type: ignore[arg-type]
@@ -83,6 +84,8 @@ def _stage_rows(study: str, trial: str, index: int, config: dict[str, object], s
             shift = _quality(config) + (0.05 if split == "train" else 0.0) + float(rng.normal(0, 0.01))
             per_iou = np.clip(iou_base + shift + rng.normal(0, 0.05, len(VOC_CLASSES)), 0, 1)
             per_f = np.clip(f_base + 0.7 * shift + rng.normal(0, 0.05, len(VOC_CLASSES)), 0, 1)
+            if stage == collapsed:  # predicts background everywhere: every foreground IoU and F is 0
+                per_iou[1:], per_f[:] = 0.0, 0.0
             per_f[0] = np.nan  # contour F is not defined for the background class
             status = "failed" if failed else ("stopped" if stopped else "completed")
             rows.append({
@@ -109,8 +112,9 @@ def _stage_rows(study: str, trial: str, index: int, config: dict[str, object], s
 
 
 def write_study(root: Path, name: str, configs: list[dict[str, object]], *, stops: dict[int, int] | None = None,
-                failures: dict[int, int] | None = None, seed: int = 0) -> FixtureStudy:
-    """Write one study: trial i runs up to stage `stops[i]` (ASHA) or fails at stage `failures[i]`."""
+                failures: dict[int, int] | None = None, collapses: dict[int, str] | None = None, seed: int = 0) -> FixtureStudy:
+    """Write one study: trial i runs up to stage `stops[i]` (ASHA) or fails at stage `failures[i]`;
+    at stage `collapses[i]` it predicts only background."""
     rng = np.random.default_rng(seed)
     study_dir = root / name
     rows: list[dict] = []
@@ -118,7 +122,8 @@ def write_study(root: Path, name: str, configs: list[dict[str, object]], *, stop
         trial = f"{name}_{index:05d}"
         start = START + timedelta(minutes=7 * (index // 2))
         rows += _stage_rows(name, trial, index, config, (stops or {}).get(index, len(STAGES)),
-                            (failures or {}).get(index), study_dir / "trials" / trial, f"node-{index % 2 + 1}", start, rng)
+                            (failures or {}).get(index), study_dir / "trials" / trial, f"node-{index % 2 + 1}", start, rng,
+                            (collapses or {}).get(index))
     ResultsStore(str(study_dir)).write(rows)
     return FixtureStudy(study_dir, pd.DataFrame(rows))
 
@@ -157,3 +162,11 @@ def write_optuna_search(root: Path, num_trials: int = 24) -> FixtureStudy:
                for _ in range(num_trials)]
     stops = {index: 1 for index in range(0, num_trials, 3)}
     return write_study(root, "optuna_search", configs, stops=stops, seed=4)
+
+
+def write_demo(root: Path, *, name: str = "demo", collapse: str | None = None) -> FixtureStudy:
+    """The `make demo` grid: GMP, lambda in {0, 0.5, 1} x FSL off/on, one seed; every trial predicts
+    only background at stage `collapse` (None: no collapse)."""
+    configs = [_config(**{"lambda": lam}, pooling="gmp", fsl=fsl, cam_mode="plain", backbone="efficientnet_lite0",
+                       dataset="synthetic") for lam in (0.0, 0.5, 1.0) for fsl in (False, True)]
+    return write_study(root, name, configs, collapses={i: collapse for i in range(len(configs))} if collapse else None, seed=5)

@@ -68,6 +68,25 @@ def test_compare_lambda_curves_names_each_study(studies):
     assert figures.compare_lambda_curves({"voc": frames["voc"]}) is None
 
 
+def test_stage_lambda_curves_put_every_stage_side_by_side(studies):
+    study, frame = studies["voc"]
+    fig = figures.stage_lambda_curves(frame)
+    stages = ("cam", "affinity", "segmentation")
+    assert [a.text for a in fig.layout.annotations][:3] == [figures.STAGE_LABELS[s] for s in stages]
+    assert len(fig.data) == 3 * 4 * 2  # stages x (2 poolings x 2 metrics) x FSL on/off
+    assert sum(t.showlegend for t in fig.data) == 2
+    rows = [(pooling, metric) for pooling in ("gmp", "gap") for metric in ("miou", "contour_f")]
+    for index, trace in enumerate(fig.data):
+        col, rest = divmod(index, 8)
+        pooling, metric = rows[rest // 2]
+        lambdas, mean, std = _expected(study.rows, stages[col], pooling, trace.name == "with FSL", metric)
+        np.testing.assert_allclose(trace.x, lambdas)
+        np.testing.assert_allclose(trace.y, mean)
+        np.testing.assert_allclose(trace.error_y.array, np.nan_to_num(std))
+    _, coco = studies["coco"]
+    assert figures.stage_lambda_curves(coco[coco["lambda"] == 0.8]) is None
+
+
 def test_learned_sigma_mu_vs_lambda(studies):
     study, frame = studies["voc"]
     fig = figures.learned_fsl_parameters(frame)
