@@ -15,6 +15,7 @@ from wsss_core.data import (
     VOC_CLASSES,
     CocoDataset,
     DataConfig,
+    DataError,
     VOCDataset,
     build_dataset,
     read_mask,
@@ -149,7 +150,7 @@ def test_cls_labels_npy_with_irn_integer_keys(tmp_path: Path) -> None:
 def test_labels_file_errors_are_one_line(synth_root: Path, tmp_path: Path) -> None:
     path = tmp_path / "labels.json"
     path.write_text(json.dumps({"train_00000": [1]}))
-    with pytest.raises(KeyError, match="train_00001 has no entry"):
+    with pytest.raises(DataError, match="train_00001 has no entry"):
         VOCDataset(synth_root, "train", label_source=path)
     path.write_text(json.dumps({"train_00000": [6]}))
     with pytest.raises(ValueError, match="class index 6 out of range; allowed 1..5"):

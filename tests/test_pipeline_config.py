@@ -101,4 +101,4 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: cam.lam=2.0 is invalid; allowed: a number in [0, 1]"
+    assert proc.stderr.strip() == "wsss pipeline run: cam.lam=2.0 is invalid; allowed: a number in [0, 1]"

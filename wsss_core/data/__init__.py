@@ -3,6 +3,7 @@ training/evaluation transforms and `build_dataset(DataConfig, split)`."""
 
 from wsss_core.data.coco import CocoDataset
 from wsss_core.data.config import DataConfig, build_dataset, cached_synthetic_voc
+from wsss_core.data.errors import DataError
 from wsss_core.data.labels import labels_from_mask, read_label_file
 from wsss_core.data.sample import Sample, SampleSource
 from wsss_core.data.synth import SYNTH_CLASS_NAMES, SynthParams, render_image, write_synthetic_voc
@@ -17,7 +18,8 @@ from wsss_core.data.transforms import (
     TransformedSample,
     collate_samples,
 )
-from wsss_core.data.voc import VOC_CLASSES, VOCDataset, read_mask, voc_palette, write_mask
+from wsss_core.data.verify import DataSummary, verify_dataset
+from wsss_core.data.voc import VOC_CLASSES, VOCDataset, read_image, read_mask, voc_palette, write_mask
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -28,6 +30,8 @@ __all__ = [
     "CocoDataset",
     "ColorJitter",
     "DataConfig",
+    "DataError",
+    "DataSummary",
     "EvalTransform",
     "Sample",
     "SampleSource",
@@ -40,9 +44,11 @@ __all__ = [
     "cached_synthetic_voc",
     "collate_samples",
     "labels_from_mask",
+    "read_image",
     "read_label_file",
     "read_mask",
     "render_image",
+    "verify_dataset",
     "voc_palette",
     "write_mask",
     "write_synthetic_voc",

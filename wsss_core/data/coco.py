@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from wsss_core.data.errors import DataError
 from wsss_core.data.sample import Sample
+from wsss_core.data.verify import reason
+from wsss_core.data.voc import read_image
 
 IGNORE_INDEX = 255
 CROWD_MODES = ("class", "void")
@@ -63,8 +65,11 @@ class CocoDataset:
         if not annotation_path.is_file():
             raise FileNotFoundError(f"COCO annotation file not found: {annotation_path}")
         self.image_dir = Path(image_dir) if image_dir else _find_image_dir(root, f"{split}{year}")
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.coco = COCO(str(annotation_path))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.coco = COCO(str(annotation_path))
+        except (ValueError, KeyError, TypeError, AssertionError) as error:
+            raise DataError(f"{annotation_path}: not a COCO annotation file ({reason(error)})") from None
         category_ids = sorted(self.coco.getCatIds())
         self.class_index = {cat: i + 1 for i, cat in enumerate(category_ids)}
         self.class_names = ("background",) + tuple(self.coco.loadCats(c)[0]["name"] for c in category_ids)
@@ -83,6 +88,10 @@ class CocoDataset:
             if file_name not in present:
                 raise FileNotFoundError(f"image not found: {self.image_dir / file_name}")
 
+    def files(self) -> list[tuple[Path, None]]:
+        """(image path, None) of every image, in order (masks come from the annotations)."""
+        return [(self.image_dir / self.coco.imgs[i]["file_name"], None) for i in self.image_ids]
+
     def __len__(self) -> int:
         return len(self.image_ids)
 
@@ -90,8 +99,11 @@ class CocoDataset:
         """The untransformed sample at `index`."""
         image_id = self.image_ids[index]
         info = self.coco.imgs[image_id]
-        with Image.open(self.image_dir / info["file_name"]) as image:
-            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        path = self.image_dir / info["file_name"]
+        rgb = read_image(path)
+        if rgb.shape[:2] != (info["height"], info["width"]):
+            raise DataError(f"{path}: image size {rgb.shape[:2]} differs from its annotation "
+                            f"({info['height']}, {info['width']})")
         annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id))
         mask = self.semantic_mask(annotations, info["height"], info["width"])
         labels = np.zeros(self.num_classes - 1, dtype=np.float32)

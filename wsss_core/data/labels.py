@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wsss_core.data.errors import DataError
+
 IGNORE_INDEX = 255
 
 
@@ -30,7 +32,7 @@ def labels_from_mask(mask: np.ndarray, num_foreground: int, *, source: str = "ma
     present = values[(values != 0) & (values != IGNORE_INDEX)]
     bad = present[present > num_foreground]
     if bad.size:
-        raise ValueError(
+        raise DataError(
             f"{source}: mask value {int(bad[0])} is not a class index; allowed 0..{num_foreground} and {IGNORE_INDEX}"
         )
     labels = np.zeros(num_foreground, dtype=np.float32)
@@ -47,18 +49,24 @@ def read_label_file(path: str | Path, num_foreground: int) -> dict[str, np.ndarr
     if suffix == ".npy":
         return _read_npy(path, num_foreground)
     if suffix == ".json":
-        entries = json.loads(path.read_text())
-        if not isinstance(entries, dict):
-            raise ValueError(f"{path}: expected a JSON object of image id -> list of class indices")
+        try:
+            entries = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise DataError(f"{path}: not valid JSON ({str(error).splitlines()[0]})") from None
+        if not isinstance(entries, dict) or not all(isinstance(c, list) for c in entries.values()):
+            raise DataError(f"{path}: expected a JSON object of image id -> list of class indices")
         return {str(name): _one_hot(classes, num_foreground, path) for name, classes in entries.items()}
     if suffix in (".txt", ".tsv"):
         table = {}
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             fields = line.split()
-            if fields:
-                table[fields[0]] = _one_hot([int(c) for c in fields[1:]], num_foreground, path)
+            if not fields:
+                continue
+            if not all(c.lstrip("-").isdigit() for c in fields[1:]):
+                raise DataError(f"{path}: line {number} is {line.strip()!r}; allowed: an image id, then class indices")
+            table[fields[0]] = _one_hot([int(c) for c in fields[1:]], num_foreground, path)
         return table
-    raise ValueError(f"labels file {path}: unknown suffix {suffix!r}; allowed .json, .txt, .tsv, .npy")
+    raise DataError(f"labels file {path}: unknown suffix {suffix!r}; allowed .json, .txt, .tsv, .npy")
 
 
 def lookup_labels(table: dict[str, np.ndarray], name: str, path: str | Path) -> np.ndarray:
@@ -67,28 +75,31 @@ def lookup_labels(table: dict[str, np.ndarray], name: str, path: str | Path) -> 
     if labels is None:
         labels = table.get(name.replace("_", ""))
     if labels is None:
-        raise KeyError(f"image {name} has no entry in labels file {path}")
+        raise DataError(f"image {name} has no entry in labels file {path}")
     return labels
 
 
 def _one_hot(classes: list[int], num_foreground: int, path: Path) -> np.ndarray:
     labels = np.zeros(num_foreground, dtype=np.float32)
     for c in classes:
-        if not 1 <= int(c) <= num_foreground:
-            raise ValueError(f"{path}: class index {c} out of range; allowed 1..{num_foreground}")
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= num_foreground:
+            raise DataError(f"{path}: class index {c!r} out of range; allowed 1..{num_foreground}")
         labels[int(c) - 1] = 1.0
     return labels
 
 
 def _read_npy(path: Path, num_foreground: int) -> dict[str, np.ndarray]:
-    loaded = np.load(path, allow_pickle=True)
+    try:
+        loaded = np.load(path, allow_pickle=True)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{path}: not a readable .npy file ({str(error).splitlines()[0]})") from None
     table = loaded.item() if loaded.dtype == object and loaded.shape == () else None
     if not isinstance(table, dict):
-        raise ValueError(f"{path}: expected a pickled dict of image id -> label vector (cls_labels.npy format)")
+        raise DataError(f"{path}: expected a pickled dict of image id -> label vector (cls_labels.npy format)")
     result = {}
     for name, vector in table.items():
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != num_foreground:
-            raise ValueError(f"{path}: label vector of {name} has {vector.shape[0]} entries; expected {num_foreground}")
+            raise DataError(f"{path}: label vector of {name} has {vector.shape[0]} entries; expected {num_foreground}")
         result[str(name)] = vector
     return result

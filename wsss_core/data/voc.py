@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from wsss_core.data.errors import DataError
 from wsss_core.data.labels import labels_from_mask, lookup_labels, read_label_file
 from wsss_core.data.sample import Sample
+from wsss_core.data.verify import reason
 
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -45,16 +47,34 @@ def voc_palette() -> np.ndarray:
     return palette
 
 
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file -> uint8 [H, W, 3] RGB; FileNotFoundError or
+    DataError naming the file when it is missing or cannot be decoded."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot decode image ({reason(error)})") from None
+
+
 def read_mask(path: Path) -> np.ndarray:
     """Decode a class mask PNG -> int64 [H, W] of class indices.
 
     Palette ("P") and greyscale ("L") PNGs hold the indices directly; RGB PNGs
     are decoded through the VOC palette (a colour outside it is an error).
+    A missing or undecodable file raises FileNotFoundError / DataError naming it.
     """
-    with Image.open(path) as image:
-        if image.mode in ("P", "L"):
-            return np.asarray(image, dtype=np.int64)
-        rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("P", "L"):
+                return np.asarray(image, dtype=np.int64)
+            rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask not found: {path}") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot decode mask ({reason(error)})") from None
     codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     palette = voc_palette().astype(np.int64)
     palette_codes = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
@@ -63,7 +83,7 @@ def read_mask(path: Path) -> np.ndarray:
     found = palette_codes[order][position] == codes
     if not found.all():
         y, x = np.argwhere(~found)[0]
-        raise ValueError(f"{path}: colour {tuple(rgb[y, x])} at ({y}, {x}) is not in the VOC palette")
+        raise DataError(f"{path}: colour {tuple(int(v) for v in rgb[y, x])} at ({y}, {x}) is not in the VOC palette")
     return order[position].astype(np.int64)
 
 
@@ -136,18 +156,21 @@ class VOCDataset:
     def mask_path(self, name: str) -> Path | None:
         return None if self.mask_root is None else self.mask_root / f"{name}.png"
 
+    def files(self) -> list[tuple[Path, Path | None]]:
+        """(image path, mask path or None) of every image, in order."""
+        return [(self.image_path(name), self.mask_path(name)) for name in self.names]
+
     def __len__(self) -> int:
         return len(self.names)
 
     def load(self, index: int) -> Sample:
         """The untransformed sample at `index`."""
         name = self.names[index]
-        with Image.open(self.image_path(name)) as image:
-            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        rgb = read_image(self.image_path(name))
         mask_path = self.mask_path(name)
         mask = None if mask_path is None else read_mask(mask_path)
         if mask is not None and mask.shape != rgb.shape[:2]:
-            raise ValueError(f"{mask_path}: mask size {mask.shape} differs from image size {rgb.shape[:2]}")
+            raise DataError(f"{mask_path}: mask size {mask.shape} differs from image size {rgb.shape[:2]}")
         if self._label_table is None:
             labels = labels_from_mask(mask, self.num_classes - 1, source=str(mask_path))
         else:
@@ -165,7 +188,7 @@ def _read_class_names(root: Path) -> tuple[str, ...]:
         return VOC_CLASSES
     names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
     if len(names) < 2 or names[0] != "background":
-        raise ValueError(f"{path}: expected 'background' then at least one class name, one per line")
+        raise DataError(f"{path}: expected 'background' then at least one class name, one per line")
     return names
 
 
@@ -175,7 +198,7 @@ def _read_split(root: Path, split: str) -> list[str]:
         raise FileNotFoundError(f"split list not found: {path}")
     names = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     if not names:
-        raise ValueError(f"split list is empty: {path}")
+        raise DataError(f"split list is empty: {path}")
     return names
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -13,13 +14,16 @@ import numpy as np
 from tqdm import tqdm
 
 from wsss_core.pipeline import pool_tasks
+from wsss_core.pipeline.lifetime import init_worker
 
 CHUNK = 4
 
 
 class ImagePool:
     """A process pool (spawn start: workers import only numpy-side modules) or,
-    with workers=0, in-process execution. Use as a context manager."""
+    with workers=0, in-process execution. Use as a context manager: leaving it
+    normally waits for the workers; leaving it by an exception (Interrupted
+    included) kills them. Workers exit by themselves if this process dies."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -27,13 +31,21 @@ class ImagePool:
 
     def __enter__(self) -> ImagePool:
         if self.workers > 0:
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._executor = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker, initargs=(os.getpid(),),
+            )
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(cancel_futures=True)
-            self._executor = None
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        if exc_type is not None:
+            # ProcessPoolExecutor has no terminate() before Python 3.14.
+            for process in list(getattr(executor, "_processes", {}).values()):
+                process.kill()
+        executor.shutdown(wait=True, cancel_futures=True)
 
     def imap(self, fn: Callable[..., Any], args: Iterable[tuple], *, desc: str, total: int, progress: bool) -> Iterator[Any]:
         """fn(*a) for each a in args, results in order; at most 2 x workers tasks in

@@ -23,11 +23,14 @@ from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME
 from wsss_core.pipeline.config import PipelineConfig, config_to_dict, load_config
 from wsss_core.pipeline.context import StageContext, read_stage_metrics
 from wsss_core.pipeline.evaluate import ImagePool
+from wsss_core.pipeline.lifetime import Interrupted, stop_on_signals
+from wsss_core.pipeline.preflight import check_folder, check_inputs
 from wsss_core.pipeline.training import Runtime
 
 STAGES = ("cam", "affinity", "segmentation")
 LOG_NAME = "pipeline.log"
 METRICS_NAME = "metrics.json"
+PARTIAL_METRICS_NAME = "metrics.partial.json"
 
 
 @dataclass(frozen=True)
@@ -79,48 +82,78 @@ def run_pipeline(
     (default $WSSS_CACHE or ~/.cache/wsss). on_stage_end(StageResult) is called
     after every stage, cache hits included.
 
+    Inputs are checked first (config, folders, every data file, crop sizes):
+    a bad one raises ConfigError, DataError or FileNotFoundError before
+    anything is written to out_dir. Finished stages are recorded in
+    metrics.partial.json; metrics.json appears only when all three are done.
+    In the main thread SIGINT/SIGTERM raise `Interrupted` after stopping the
+    pool (rerun to resume).
+
     CRF and evaluation run in a "spawn" process pool (eval.workers), so a
     script calling this must guard its entry point with
     `if __name__ == "__main__":`, as for any multiprocessing code.
     """
-    cfg = load_config(config, overrides)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    log, handlers = _open_log(out, progress)
-    try:
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        runtime = Runtime.from_config(cfg.runtime, progress=progress, log=log)
-        if cfg.runtime.threads is not None:
-            torch.set_num_threads(cfg.runtime.threads)
+    with stop_on_signals():
+        cfg = load_config(config, overrides)
+        out = check_folder(out_dir, "out_dir")
+        cache_root = check_folder(cache_dir if cache_dir is not None else default_cache_dir(), "cache_dir")
         datasets = {split: build_dataset(cfg.data, split, cache_dir=cache_root / "data") for split in ("train", "val")}
-        num_classes = datasets["train"].num_classes
-        code = code_version()
-        keys = _stage_keys(cfg, datasets, code)
-        log.info("pipeline: %d train / %d val images, K=%d classes, device %s, code %s, cache %s",
-                 len(datasets["train"]), len(datasets["val"]), num_classes, runtime.device, code, cache_root)
-        results: list[StageResult] = []
-        with ImagePool(cfg.eval.workers) as pool:
-            ctx = StageContext(cfg, runtime, pool, datasets, num_classes)
-            dirs: dict[str, Path] = {}
-            for index, stage in enumerate(STAGES, start=1):
-                result, dirs[stage] = _run_stage(ctx, stage, index, keys[stage], cache_root, dirs, log)
-                if stage != "cam":
-                    result = StageResult(**{**asdict(result), "learned": results[0].learned})
-                _copy_overlays(dirs[stage] / "overlays", out / "overlays" / stage)
-                results.append(result)
-                atomic_write_text(out / METRICS_NAME, json.dumps(
-                    {r.stage: _stage_summary(r) for r in results}, indent=1, sort_keys=True))
-                if on_stage_end is not None:
-                    on_stage_end(result)
-        return PipelineResult(results, out, cfg, code)
-    except Exception:
-        log.exception("pipeline failed")
-        raise
-    finally:
-        for handler in handlers:
-            log.removeHandler(handler)
-            handler.close()
+        check_inputs(cfg, datasets, progress=progress)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / METRICS_NAME).unlink(missing_ok=True)
+        log, handlers = _open_log(out, progress)
+        try:
+            return _run_stages(cfg, datasets, out, cache_root, on_stage_end, progress, log)
+        except Interrupted as error:
+            log.error("pipeline %s; rerun the same command to resume", error)
+            raise
+        except Exception:
+            log.exception("pipeline failed")
+            raise
+        finally:
+            for handler in handlers:
+                log.removeHandler(handler)
+                handler.close()
+
+
+def _run_stages(
+    cfg: PipelineConfig,
+    datasets: dict[str, Any],
+    out: Path,
+    cache_root: Path,
+    on_stage_end: Callable[[StageResult], None] | None,
+    progress: bool,
+    log: logging.Logger,
+) -> PipelineResult:
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    runtime = Runtime.from_config(cfg.runtime, progress=progress, log=log)
+    if cfg.runtime.threads is not None:
+        torch.set_num_threads(cfg.runtime.threads)
+    num_classes = datasets["train"].num_classes
+    code = code_version()
+    keys = _stage_keys(cfg, datasets, code)
+    log.info("pipeline: %d train / %d val images, K=%d classes, device %s, code %s, cache %s",
+             len(datasets["train"]), len(datasets["val"]), num_classes, runtime.device, code, cache_root)
+    results: list[StageResult] = []
+    with ImagePool(cfg.eval.workers) as pool:
+        ctx = StageContext(cfg, runtime, pool, datasets, num_classes)
+        dirs: dict[str, Path] = {}
+        for index, stage in enumerate(STAGES, start=1):
+            result, dirs[stage] = _run_stage(ctx, stage, index, keys[stage], cache_root, dirs, log)
+            if stage != "cam":
+                result = StageResult(**{**asdict(result), "learned": results[0].learned})
+            _copy_overlays(dirs[stage] / "overlays", out / "overlays" / stage)
+            results.append(result)
+            atomic_write_text(out / PARTIAL_METRICS_NAME, _metrics_text(results))
+            if on_stage_end is not None:
+                on_stage_end(result)
+    atomic_write_text(out / METRICS_NAME, _metrics_text(results))
+    (out / PARTIAL_METRICS_NAME).unlink()
+    return PipelineResult(results, out, cfg, code)
+
+
+def _metrics_text(results: list[StageResult]) -> str:
+    return json.dumps({r.stage: _stage_summary(r) for r in results}, indent=1, sort_keys=True)
 
 
 def _run_stage(
