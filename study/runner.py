@@ -212,7 +212,7 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, verbo
         search_alg=_searcher(spec),
         scheduler=_scheduler(spec),
         num_samples=1 if search.algorithm == "grid" else search.num_samples * repeats,
-        max_concurrent_trials=search.max_concurrent or None,
+        max_concurrent_trials=search.max_concurrent or default_concurrency(spec, _cluster_resources()),
         trial_dirname_creator=_trial_dirname,
     )
     run_config = tune.RunConfig(
@@ -234,6 +234,20 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, verbo
     )
 
 
+def default_concurrency(spec: StudySpec, cluster: dict[str, float]) -> int:
+    """Trials that fit the cluster's resources at once (search.max_concurrent 0):
+    at least 1, at most the study's trial count."""
+    wanted = {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, **spec.resources.custom}
+    fits = [int(cluster.get(name, 0) // amount) for name, amount in wanted.items() if amount > 0]
+    return max(1, min(min(fits), num_trials(spec)))
+
+
+def _cluster_resources() -> dict[str, float]:
+    import ray
+
+    return ray.cluster_resources()
+
+
 def _trainable(spec: StudySpec, location: StudyLocation, cache_dir: str) -> Any:
     from ray import tune
 
@@ -251,14 +265,16 @@ def _param_space(spec: StudySpec) -> dict[str, Any]:
 
 
 def _searcher(spec: StudySpec) -> Any:
-    """None for grid studies (Tune's grid/FIFO); Optuna TPE, repeated once per seed."""
+    """None for grid studies (Tune's grid/FIFO); Optuna TPE on the final-stage
+    metric, repeated once per seed (spec validation keeps Repeater off ASHA)."""
     if spec.search.algorithm == "grid":
         return None
     import optuna
     from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
 
-    searcher = OptunaSearch(
+    from study.objective import FinalStageOptunaSearch
+
+    searcher = FinalStageOptunaSearch(
         space=functools.partial(optuna_space, axes=spec.axes, defaults=spec.defaults),
         metric=spec.search.metric,
         mode=spec.search.mode,

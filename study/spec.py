@@ -10,7 +10,7 @@ A spec is YAML (see search_spaces/*.yaml)::
       cam.fsl: {grid: [false, true]}
       cam.fsl_sigma_init: {loguniform: [1.0, 20.0], when: {cam.fsl: true}}
     seeds: [0, 1, 2]                 # every point runs once per seed (runtime.seed)
-    search: {algorithm: grid, num_samples: 1, metric: miou, mode: max, max_concurrent: 2}
+    search: {algorithm: grid, num_samples: 1, metric: miou, mode: max, max_concurrent: 0}
     scheduler: {type: fifo}          # or {type: asha, grace_period: 1, reduction_factor: 2}
     resources: {cpus: 1, gpus: 0.25, custom: {}}
     failure: {max_retries: 1}
@@ -46,6 +46,8 @@ SCHEDULERS = ("fifo", "asha")
 METRICS = ("miou", "contour_f")
 MODES = ("max", "min")
 SEED_KEY = "runtime.seed"
+DEVICE_KEY = "runtime.device"
+LAST_STAGE = 3  # the pipeline's stages: cam, affinity, segmentation
 NAME_CHARS = "-_."
 NAME_MAX = 100
 TOP_KEYS = ("name", "description", "base", "fixed", "space", "seeds", "search", "scheduler", "resources", "failure")
@@ -99,13 +101,13 @@ class SearchSettings:
     num_samples: int = 1
     metric: str = "miou"
     mode: str = "max"
-    max_concurrent: int = 2
+    max_concurrent: int = 0
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class SchedulerSettings:
-    """fifo, or ASHA on the stage index (1..3): grace_period stages before a
+    """fifo, or ASHA on the stage index (1..3): grace_period (1..2) stages before a
     trial may be stopped, reduction_factor as in Ray Tune's ASHAScheduler."""
 
     type: str = "fifo"
@@ -239,6 +241,7 @@ def parse_spec(raw: dict[str, Any], *, base_dir: str | Path = ".") -> StudySpec:
     _validate_settings(spec)
     defaults = _check_pipeline(merge_dotted(base, fixed), "base")
     spec = StudySpec(**{**spec.__dict__, "defaults": defaults})
+    _validate_device(spec)
     _validate_points(spec)
     return spec
 
@@ -419,11 +422,12 @@ def _validate_settings(spec: StudySpec) -> None:
         (search.mode in MODES, "search.mode", search.mode, ", ".join(MODES)),
         (search.max_concurrent >= 0, "search.max_concurrent", search.max_concurrent, "an integer >= 0 (0: as resources allow)"),
         (scheduler.type in SCHEDULERS, "scheduler.type", scheduler.type, ", ".join(SCHEDULERS)),
-        (1 <= scheduler.grace_period <= 3, "scheduler.grace_period", scheduler.grace_period, "an integer stage count in 1..3"),
+        (1 <= scheduler.grace_period < LAST_STAGE, "scheduler.grace_period", scheduler.grace_period,
+         f"an integer stage count in 1..{LAST_STAGE - 1} (ASHA stops trials only before the last stage)"),
         (scheduler.reduction_factor > 1, "scheduler.reduction_factor", scheduler.reduction_factor, "a number > 1"),
         (resources.cpus > 0, "resources.cpus", resources.cpus, "a number > 0"),
-        (resources.gpus >= 0 and (resources.gpus <= 1 or resources.gpus == int(resources.gpus)),
-         "resources.gpus", resources.gpus, "a fraction in [0, 1] or a whole number of GPUs"),
+        (0 <= resources.gpus <= 1, "resources.gpus", resources.gpus,
+         "a number in [0, 1] (a trial trains on one device; fractions share a GPU)"),
         (all(isinstance(v, (int, float)) and v > 0 for v in resources.custom.values()),
          "resources.custom", resources.custom, "a mapping of resource names to numbers > 0"),
         (spec.failure.max_retries >= 0, "failure.max_retries", spec.failure.max_retries, "an integer >= 0"),
@@ -433,6 +437,18 @@ def _validate_settings(spec: StudySpec) -> None:
             raise SpecError(f"{key}={value!r} is invalid; allowed: {allowed}")
     if search.algorithm == "optuna" and not spec.axes:
         raise SpecError("space is empty; allowed for search.algorithm=optuna: at least one axis")
+    if search.algorithm == "optuna" and len(spec.seeds) > 1 and scheduler.type != "fifo":
+        raise SpecError(f"scheduler.type={scheduler.type!r} is invalid with search.algorithm=optuna and "
+                        f"{len(spec.seeds)} seeds; allowed: fifo (a point's seeds are averaged, none may stop early)")
+
+
+def _validate_device(spec: StudySpec) -> None:
+    """runtime.device=cuda (fixed, in the base or searched) needs resources.gpus > 0."""
+    devices = {spec.defaults.get(DEVICE_KEY)}
+    devices.update(v for axis in spec.axes if axis.key == DEVICE_KEY for v in axis.values)
+    if "cuda" in devices and spec.resources.gpus == 0:
+        raise SpecError("resources.gpus=0 is invalid with runtime.device=cuda; allowed: gpus in (0, 1], "
+                        "or runtime.device auto/cpu")
 
 
 def _validate_points(spec: StudySpec) -> None:

@@ -70,6 +70,20 @@ def trial_config(config: dict[str, Any], spec: StudySpec) -> Any:
     return load_config(spec.pipeline_dict(trial_point(config, spec)[1]))
 
 
+def sized_to_resources(pipeline_config: Any, cpus: float) -> Any:
+    """The trial's config with torch threads (when unset) and the CRF/eval pool
+    sized to its CPUs: `cpus` threads, at most `cpus - 1` pool processes."""
+    import dataclasses
+
+    runtime, evaluation = pipeline_config.runtime, pipeline_config.eval
+    whole = max(1, int(cpus))
+    return dataclasses.replace(
+        pipeline_config,
+        runtime=dataclasses.replace(runtime, threads=runtime.threads or whole),
+        eval=dataclasses.replace(evaluation, workers=min(evaluation.workers, whole - 1)),
+    )
+
+
 def flat_trial_config(config: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
     """Dotted-key flattened pipeline config of a trial (Parquet's config columns)."""
     from wsss_core.pipeline.config import flatten_config
@@ -87,7 +101,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from wsss_core.pipeline import run_pipeline
     from wsss_core.pipeline.cache import code_version
 
-    pipeline_config = trial_config(config, setup.spec)
+    pipeline_config = sized_to_resources(trial_config(config, setup.spec), setup.spec.resources.cpus)
     checkpoint = tune.get_checkpoint()
     done = 0
     if checkpoint is not None:

@@ -2,6 +2,7 @@
 AMP on CUDA, epoch checkpoints and resume, a tqdm bar per epoch."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -134,8 +135,10 @@ def fit(
 
     step_fn(batch) -> {"loss": scalar to minimise, other named scalars to log};
     epoch_batches(epoch) -> that epoch's batches; num_steps: batches per epoch.
-    A checkpoint is written after every epoch; a non-finite loss stops with a
-    one-line error naming the stage and epoch.
+    A checkpoint is written after every epoch. Divergence stops training at the
+    step it happens with a one-line FloatingPointError ("loss diverged at stage
+    <name>, epoch N, step S: ..."): a non-finite loss term, a non-finite
+    parameter after the update, or a FloatingPointError raised by step_fn.
     """
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp)
     path = work_dir / CHECKPOINT_NAME
@@ -152,23 +155,32 @@ def fit(
             epoch_batches(epoch), total=num_steps, desc=f"{name} epoch {epoch + 1}/{train.epochs}",
             disable=not runtime.progress, leave=False, unit="batch",
         )
-        for batch in bar:
+        for step, batch in enumerate(bar, start=1):
+            diverged = functools.partial(_diverged, name, epoch + 1, step, train.lr)
             set_poly_lr(optimizer, train.lr, state.step, total, train.poly_power)
-            with runtime.autocast():
-                parts = step_fn(batch)
+            try:
+                with runtime.autocast():
+                    parts = step_fn(batch)
+            except FloatingPointError as error:
+                raise diverged(str(error)) from None
             loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: loss became {loss.item()} in epoch {epoch + 1}; lower {name}.lr")
+            values = {key: float(value.detach()) for key, value in parts.items()}
+            bad = [f"{key}={value}" for key, value in values.items() if not math.isfinite(value)]
+            if bad:
+                raise diverged(", ".join(bad))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            broken = _nonfinite_parameter(model)
+            if broken is not None:
+                raise diverged(f"parameter {broken} is not finite after the update (loss {values['loss']:.4g})")
             state.step += 1
             state.images += len(batch.names)
             count += 1
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
         means = {key: value / max(count, 1) for key, value in sums.items()}
         state.history.append(means)
         state.epoch = epoch + 1
@@ -176,9 +188,24 @@ def fit(
         save_checkpoint(path, state, model, optimizer, scaler, generator)
         runtime.log.info(
             "%s epoch %d/%d: %s", name, state.epoch, train.epochs,
-            ", ".join(f"{k} {v:.4f}" for k, v in means.items() if math.isfinite(v)),
+            ", ".join(f"{k} {v:.4f}" for k, v in means.items()),
         )
     return state
+
+
+def _diverged(stage: str, epoch: int, step: int, lr: float, detail: str) -> FloatingPointError:
+    return FloatingPointError(
+        f"loss diverged at stage {stage}, epoch {epoch}, step {step}: {detail}; try a lower {stage}.lr (now {lr:g})"
+    )
+
+
+def _nonfinite_parameter(model: nn.Module) -> str | None:
+    """The name of the first parameter holding a NaN or inf, else None (one device sync)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.numel()]
+    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named])
+    if bool(finite.all()):
+        return None
+    return named[int((~finite).nonzero()[0])][0]
 
 
 def fit_on_pseudo_labels(

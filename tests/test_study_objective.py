@@ -1,0 +1,53 @@
+"""The search algorithm's objective is the final-stage metric: a trial stopped
+after stage 1 is pruned, not completed with its stage-1 value; concurrency
+defaults to what fits the cluster."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+pytest.importorskip("ray")
+
+from study.objective import FinalStageOptunaSearch  # noqa: E402
+from study.runner import default_concurrency  # noqa: E402
+from study.spec import parse_spec  # noqa: E402
+
+TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml")
+
+
+def result(stage_index, miou):
+    return {"stage_index": stage_index, "miou": miou, "training_iteration": stage_index}
+
+
+def test_stopped_trials_are_pruned_and_only_final_values_complete():
+    searcher = FinalStageOptunaSearch(space={"lr": optuna.distributions.FloatDistribution(0.001, 0.1)},
+                                      metric="miou", mode="max")
+    for trial in ("full", "stopped", "failed"):
+        assert searcher.suggest(trial) is not None
+    for index, value in ((1, 0.9), (2, 0.5), (3, 0.4)):
+        searcher.on_trial_result("full", result(index, value))
+    searcher.on_trial_complete("full", result(3, 0.4))
+    searcher.on_trial_result("stopped", result(1, 0.95))
+    searcher.on_trial_complete("stopped", result(1, 0.95))
+    searcher.on_trial_result("failed", result(1, 0.3))
+    searcher.on_trial_complete("failed", None, error=True)
+
+    trials = {t.number: t for t in searcher._ot_study.get_trials(deepcopy=False)}
+    full, stopped, failed = trials[0], trials[1], trials[2]
+    assert full.state == optuna.trial.TrialState.COMPLETE and full.value == 0.4
+    assert full.intermediate_values == {1: 0.9, 2: 0.5, 3: 0.4}
+    assert stopped.state == optuna.trial.TrialState.PRUNED  # Optuna keeps its last intermediate value
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert searcher._ot_study.best_value == 0.4, "a stage-1 value must never count as final"
+
+
+def test_default_concurrency_fits_the_cluster():
+    spec = parse_spec({"name": "c", "base": TINY, "space": {"cam.lam": {"grid": [0.0, 0.25, 0.5, 0.75, 1.0]}},
+                       "resources": {"cpus": 2, "gpus": 0.5}})
+    assert spec.search.max_concurrent == 0
+    assert default_concurrency(spec, {"CPU": 16, "GPU": 1}) == 2  # GPU-bound
+    assert default_concurrency(spec, {"CPU": 5, "GPU": 8}) == 2  # CPU-bound
+    assert default_concurrency(spec, {"CPU": 64, "GPU": 8}) == 5  # no more than the trials
+    assert default_concurrency(spec, {"CPU": 1}) == 1
