@@ -13,20 +13,24 @@ import os
 import pandas as pd
 import pyarrow.fs as pafs
 
-from analysis.frames import STAGE_LABELS, reference_stage, scored
+from analysis.frames import STAGE_LABELS, describe, reference_stage, scored, varying
 from analysis.store import study_filesystem
 from study.schema import STAGES
 
 
 def overlay_paths(frame: pd.DataFrame, study_dir: str | os.PathLike, top: int = 4,
                   per_stage: int = 4) -> dict[str, dict[str, list[str]]]:
-    """{trial_id: {stage: [png path, ...]}} (paths on the study's file system)
-    for the `top` trials by mIoU at the deepest scored stage."""
+    """{trial_id: {stage: [png path, ...]}} (paths on the study's file system) for `top` trials by
+    mIoU at the deepest scored stage; when at most `top` lambda values were run, the best trial of
+    each lambda comes first, in lambda order, so the overlays show the lambda effect."""
     filesystem, root = study_filesystem(study_dir)
     stage = reference_stage(frame)
     if stage is None:
         return {}
-    ranking = scored(frame, stage).sort_values("miou", ascending=False)["trial_id"].drop_duplicates()
+    ranked = scored(frame, stage).sort_values("miou", ascending=False, kind="stable").drop_duplicates("trial_id")
+    ranking = ranked["trial_id"]
+    if 1 < ranked["lambda"].nunique() <= top:
+        ranking = pd.concat([ranked.drop_duplicates("lambda").sort_values("lambda")["trial_id"], ranking]).drop_duplicates()
     found: dict[str, dict[str, list[str]]] = {}
     for trial_id in ranking:
         rows = frame[(frame["trial_id"] == trial_id) & frame["overlay_dir"].notna()].drop_duplicates("stage")
@@ -49,18 +53,25 @@ def _pngs(filesystem: pafs.FileSystem, folder: str) -> list[str]:
 
 
 def gallery_html(frame: pd.DataFrame, study_dir: str | os.PathLike, top: int = 4, per_stage: int = 4) -> str | None:
-    """A self-contained HTML gallery (one block per trial, one row per stage), or None without PNGs."""
+    """A self-contained HTML gallery, or None without PNGs: one block per trial headed by its config
+    (the settings that vary in the study), one row per stage with its val mIoU."""
     filesystem, _ = study_filesystem(study_dir)
     found = overlay_paths(frame, study_dir, top, per_stage)
     if not found:
         return None
     blocks = []
+    keys = varying(frame)
+    miou = scored(frame).set_index(["trial_id", "stage"])["miou"]
     for trial_id, stages in found.items():
         rows = []
         for stage, pngs in stages.items():
             images = "".join(_figure(filesystem, path) for path in pngs)
-            rows.append(f"<div class='gallery-row'><span class='gallery-stage'>{html.escape(STAGE_LABELS[stage])}</span>{images}</div>")
-        blocks.append(f"<div class='gallery-trial'><h4>{html.escape(trial_id)}</h4>{''.join(rows)}</div>")
+            score = f"<br>val mIoU {100 * miou[(trial_id, stage)]:.1f}%" if (trial_id, stage) in miou.index else ""
+            rows.append(f"<div class='gallery-row'><span class='gallery-stage'>{html.escape(STAGE_LABELS[stage])}{score}</span>"
+                        f"{images}</div>")
+        config = describe(frame[frame["trial_id"] == trial_id].iloc[0], keys) if keys else ""
+        heading = html.escape(trial_id + (f" · {config}" if config else ""))
+        blocks.append(f"<div class='gallery-trial'><h4>{heading}</h4>{''.join(rows)}</div>")
     return "".join(blocks)
 
 

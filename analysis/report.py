@@ -36,7 +36,7 @@ table.wsss-table th,table.wsss-table td{border:1px solid #ccc;padding:3px 8px;te
 table.wsss-table td{white-space:nowrap}
 table.wsss-table tbody th{text-align:left;font-weight:normal}
 details{margin:4px 0 16px} pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:.85em}
-.gallery-row{display:flex;align-items:center;gap:8px;margin:4px 0}
+.gallery{display:flex;flex-wrap:wrap;column-gap:40px} .gallery-row{display:flex;align-items:center;gap:8px;margin:4px 0}
 .gallery-stage{width:220px;font-size:.9em;color:#444}
 figure{margin:0;text-align:center} figure img{height:128px;image-rendering:pixelated;border:1px solid #ccc}
 figcaption{font-size:.75em;color:#666}
@@ -92,7 +92,7 @@ def study_sections(study: StudyData) -> list[Section]:
         sections.append(Section("Ablation curves: metrics vs λ at every stage (paper Figs. 2, 3, 5–8)", figure_html(curves)))
     gallery = gallery_html(frame, study.path)
     if gallery is not None:
-        sections.append(Section("CAM overlays of the best trials", gallery))
+        sections.append(Section("CAM overlays of the best trials (the best of each λ first)", f"<div class='gallery'>{gallery}</div>"))
     overview = [tables.status_table(frame), tables.failures_table(frame)]
     sections.append(Section("Trials", "".join(table_html(t) for t in overview if t is not None)))
     learned = figures.learned_fsl_parameters(frame)

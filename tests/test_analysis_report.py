@@ -14,7 +14,7 @@ from plotly.offline import get_plotlyjs
 
 from analysis.cli import main
 from analysis.report import build_report, watch_report, write_report
-from tests.analysis_fixture import write_coco_lambda, write_voc_ablation
+from tests.analysis_fixture import write_coco_lambda, write_demo, write_voc_ablation
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,18 @@ def test_sections_without_data_are_left_out(studies):
     assert "Table 1. Final predictions on COCO" in text
     for absent in ("Table 2.", "Table 5.", "Table 6.", "Failed trials", "Comparison of studies"):
         assert absent not in text, absent
+
+
+def test_gallery_shows_the_best_trial_of_each_lambda_first_with_its_config(tmp_path):
+    demo = write_demo(tmp_path)
+    text = build_report([demo.path])
+    headings = re.findall(r"<h4>([^<]*)</h4>", text)
+    assert [h.split(" · ")[1] for h in headings[:3]] == ["λ=0", "λ=0.5", "λ=1"] and len(headings) == 4
+    val = demo.rows[(demo.rows["split"] == "val") & (demo.rows["stage"] == "segmentation")]
+    for lam, heading in zip((0.0, 0.5, 1.0), headings):
+        best = val[val["lambda"] == lam].sort_values("miou").iloc[-1]
+        assert heading.startswith(best["trial_id"]) and heading.endswith("FSL")
+        assert f"Final predictions (DeepLab-v1)<br>val mIoU {100 * best['miou']:.1f}%" in text
 
 
 def test_watch_regenerates_when_rows_land(studies, tmp_path):
