@@ -163,6 +163,12 @@ def fit(
                     parts = step_fn(batch)
             except FloatingPointError as error:
                 raise diverged(str(error)) from None
+            except (ValueError, RuntimeError) as error:
+                cause = _exploded_parameter(model) if state.step else None
+                if cause is None:
+                    raise
+                raise diverged(f"{cause} after the last update, then {type(error).__name__}: "
+                               f"{str(error).splitlines()[0]}") from error
             loss = parts["loss"]
             values = {key: float(value.detach()) for key, value in parts.items()}
             bad = [f"{key}={value}" for key, value in values.items() if not math.isfinite(value)]
@@ -172,9 +178,9 @@ def fit(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            broken = _nonfinite_parameter(model)
+            broken = _exploded_parameter(model, limit=math.inf)
             if broken is not None:
-                raise diverged(f"parameter {broken} is not finite after the update (loss {values['loss']:.4g})")
+                raise diverged(f"{broken} after the update (loss {values['loss']:.4g})")
             state.step += 1
             state.images += len(batch.names)
             count += 1
@@ -193,19 +199,25 @@ def fit(
     return state
 
 
+EXPLODED = 1e4  # a parameter this large, when a forward pass fails, means training diverged
+
+
 def _diverged(stage: str, epoch: int, step: int, lr: float, detail: str) -> FloatingPointError:
     return FloatingPointError(
         f"loss diverged at stage {stage}, epoch {epoch}, step {step}: {detail}; try a lower {stage}.lr (now {lr:g})"
     )
 
 
-def _nonfinite_parameter(model: nn.Module) -> str | None:
-    """The name of the first parameter holding a NaN or inf, else None (one device sync)."""
+def _exploded_parameter(model: nn.Module, limit: float = EXPLODED) -> str | None:
+    """"parameter <name> reached <value>" for the first parameter holding a NaN,
+    an inf or a magnitude above `limit`, else None (one device sync)."""
     named = [(n, p) for n, p in model.named_parameters() if p.numel()]
-    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named])
-    if bool(finite.all()):
+    peaks = torch.stack([p.detach().abs().max().float() for _, p in named])
+    bad = ~(peaks <= limit)  # NaN compares False
+    if not bool(bad.any()):
         return None
-    return named[int((~finite).nonzero()[0])][0]
+    index = int(bad.nonzero()[0])
+    return f"parameter {named[index][0]} reached {float(peaks[index]):.3g}"
 
 
 def fit_on_pseudo_labels(
