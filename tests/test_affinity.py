@@ -1,4 +1,4 @@
-"""AffinityNet: pair offsets, pair labels, the balanced loss, dense affinities
+"""AffinityNet: pair offsets, pair labels, the balanced loss, sparse affinities
 and random-walk propagation."""
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from wsss_core.models import AffinityNet, affinity_labels, affinity_loss, build_backbone, pair_offsets, random_walk
-from wsss_core.models.affinity_net import dense_affinity, pair_affinity
+from wsss_core.models.affinity_net import pair_affinity, sparse_affinity
 
 
 def test_pair_offsets_are_the_half_disk():
@@ -88,19 +89,21 @@ def affinity_net() -> AffinityNet:
     return AffinityNet(build_backbone("resnet_small"), radius=3).eval()
 
 
-def test_dense_affinity_symmetric_bounded_and_zero_beyond_radius(affinity_net):
+def test_sparse_affinity_symmetric_bounded_and_absent_beyond_radius(affinity_net):
     with torch.no_grad():
-        dense = affinity_net.affinity(torch.randn(2, 3, 48, 56))
+        sparse = affinity_net.affinity(torch.randn(2, 3, 48, 56))
     h, w = 6, 7
-    assert dense.shape == (2, h * w, h * w)
+    assert sparse.layout == torch.sparse_coo and sparse.is_coalesced() and sparse.shape == (2, h * w, h * w)
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    coords = torch.stack([yy.flatten(), xx.flatten()], dim=1).float()
+    near = torch.cdist(coords, coords) < 3
+    assert sparse._nnz() == 2 * int(near.sum())  # exactly the within-radius entries, incl. the diagonal
+    dense = sparse.to_dense()
     torch.testing.assert_close(dense, dense.transpose(1, 2))
     assert (dense >= 0).all() and (dense <= 1).all()
     torch.testing.assert_close(dense.diagonal(dim1=1, dim2=2), torch.ones(2, h * w))
-    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    coords = torch.stack([yy.flatten(), xx.flatten()], dim=1).float()
-    far = torch.cdist(coords, coords) >= 3
-    assert (dense[:, far] == 0).all()
-    assert (dense[:, ~far] > 0).all()
+    assert (dense[:, ~near] == 0).all()
+    assert (dense[:, near] > 0).all()
 
 
 def test_affinity_net_trains_on_pair_labels(affinity_net):
@@ -115,27 +118,72 @@ def test_affinity_net_trains_on_pair_labels(affinity_net):
     assert {g["name"]: g["lr"] for g in groups}["new_weight"] == pytest.approx(1.0)
 
 
+def _dense_random_walk(cams: torch.Tensor, affinity: torch.Tensor, beta: float, iterations: int) -> torch.Tensor:
+    """The former dense implementation, as the reference: cams [B,K,h,w] @
+    (column-normalised A^beta)^iterations with A a dense [B,hw,hw]."""
+    trans = affinity.clamp_min(0) ** beta
+    trans = trans / trans.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return (cams.flatten(2) @ torch.linalg.matrix_power(trans, iterations)).view_as(cams)
+
+
 def test_random_walk_with_identity_affinity_returns_the_input():
     cams = torch.rand(2, 3, 4, 5)
     identity = torch.eye(20).expand(2, 20, 20)
     torch.testing.assert_close(random_walk(cams, identity), cams)
+    torch.testing.assert_close(random_walk(cams, identity.to_sparse()), cams)
 
 
-def test_random_walk_repeated_squaring_equals_stepwise_propagation():
-    torch.manual_seed(0)
-    features = torch.randn(1, 4, 5, 6)
-    affinity = dense_affinity(features, radius=3)
-    cams = torch.rand(1, 3, 5, 6)
-    walked = random_walk(cams, affinity, beta=2.0, iterations=8)
-    assert walked.shape == cams.shape
-    trans = affinity**2
-    trans = trans / trans.sum(dim=1, keepdim=True)
-    stepwise = cams.flatten(2)
-    for _ in range(8):
-        stepwise = stepwise @ trans
-    torch.testing.assert_close(walked, stepwise.view_as(cams), atol=1e-5, rtol=1e-4)
+@pytest.mark.parametrize(
+    ("h", "w", "radius", "beta", "iterations"), [(5, 6, 3, 2.0, 8), (9, 4, 5, 8.0, 64), (7, 11, 4, 3.0, 13)]
+)
+def test_sparse_random_walk_matches_the_dense_matrix_power(h, w, radius, beta, iterations):
+    generator = torch.Generator().manual_seed(h * w)
+    features = torch.randn(2, 4, h, w, generator=generator) * 0.3
+    cams = torch.rand(2, 3, h, w, generator=generator)
+    affinity = sparse_affinity(features, radius)
+    walked = random_walk(cams, affinity, beta=beta, iterations=iterations)
+    expected = _dense_random_walk(cams.double(), affinity.to_dense().double(), beta, iterations).float()
+    assert walked.shape == cams.shape and walked.dtype == torch.float32
+    torch.testing.assert_close(walked, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(random_walk(cams, affinity.to_dense(), beta, iterations), walked, atol=1e-6, rtol=0)
+    top2 = expected.topk(2, dim=1).values
+    clear = top2[:, 0] - top2[:, 1] > 1e-4  # same labels wherever the reference has no near-tie
+    assert (walked.argmax(dim=1) == expected.argmax(dim=1))[clear].all() and clear.float().mean() > 0.9
     lo, hi = cams.flatten(2).amin(dim=2), cams.flatten(2).amax(dim=2)  # averages stay within the range
     assert (walked.flatten(2).amin(dim=2) >= lo - 1e-6).all() and (walked.flatten(2).amax(dim=2) <= hi + 1e-6).all()
+
+
+def test_random_walk_uses_the_column_convention():
+    """A non-symmetric affinity: T = A^beta / column sums, refined = cams @ T."""
+    affinity = torch.tensor([[[1.0, 0.5], [0.25, 1.0]]])
+    cams = torch.tensor([[[[2.0, 6.0]]]])
+    trans = torch.tensor([[1.0, 0.25], [0.0625, 1.0]]) / torch.tensor([1.0625, 1.25])
+    walked = random_walk(cams, affinity.to_sparse(), beta=2.0, iterations=1)
+    torch.testing.assert_close(walked.flatten(), cams.flatten() @ trans)
+
+
+class _LargestStridedTensor(TorchDispatchMode):
+    """Records the largest number of elements of any strided tensor an op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_affinity_and_random_walk_never_build_an_hw_by_hw_tensor():
+    h, w = 40, 36
+    features, cams = torch.randn(1, 8, h, w), torch.rand(1, 3, h, w)
+    with _LargestStridedTensor() as probe:
+        random_walk(cams, sparse_affinity(features, radius=5), iterations=4)
+    linear = 3 * (2 * len(pair_offsets(5)) + 1) * h * w  # the [3, nnz] COO indices: linear in hw
+    assert 0 < probe.largest <= linear < (h * w) ** 2 / 4
 
 
 def test_random_walk_spreads_within_connected_regions():

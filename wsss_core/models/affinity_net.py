@@ -123,29 +123,32 @@ class AffinityNet(nn.Module):
         return pair_affinity(self.features(x), self.radius)
 
     def affinity(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B,3,H,W] -> dense affinity matrix [B,hw,hw] (float32): symmetric,
+        """x [B,3,H,W] -> sparse COO affinity matrix [B,hw,hw] (float32): symmetric,
         exp(-mean L1 feature distance) for pixels closer than `radius`
-        (diagonal 1), 0 beyond. Input of `random_walk`."""
+        (diagonal 1), no entry beyond. Input of `random_walk`."""
         feats = self.features(x).float()
-        return dense_affinity(feats, self.radius)
+        return sparse_affinity(feats, self.radius)
 
     def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict]:
         """SGD groups: backbone at lr, the new layers at 10x (psa)."""
         return reference_param_groups(self.backbone, [*self.projections, self.fuse], lr, weight_decay)
 
 
-def dense_affinity(features: torch.Tensor, radius: int = 5) -> torch.Tensor:
-    """features [B,C,h,w] -> [B,hw,hw]: pair affinities written at (i, j) and
-    (j, i), ones on the diagonal, zero for pixels radius or further apart."""
+def sparse_affinity(features: torch.Tensor, radius: int = 5) -> torch.Tensor:
+    """features [B,C,h,w] -> coalesced sparse COO [B,hw,hw]: pair affinities at
+    (i, j) and (j, i), ones on the diagonal, no entry for pixels radius or
+    further apart; at most (2P + 1) hw entries per image."""
     b, _, h, w = features.shape
+    n = h * w
     pairs = pair_affinity(features, radius)  # [B,P,h,w]
     valid = _pair_valid(h, w, radius, features.device)  # [P,h,w]
-    index = torch.arange(h * w, device=features.device).view(h, w)
+    index = torch.arange(n, device=features.device).view(h, w)
     src = index.expand_as(valid)[valid]
     dst = torch.stack([index + dy * w + dx for dy, dx in pair_offsets(radius)])[valid]
-    dense = torch.zeros(b, h * w, h * w, device=features.device, dtype=features.dtype)
+    diagonal = torch.arange(n, device=features.device)
+    rows, cols = torch.cat([src, dst, diagonal]), torch.cat([dst, src, diagonal])
     values = pairs[:, valid]  # [B,n_pairs]
-    dense[:, src, dst] = values
-    dense[:, dst, src] = values
-    dense.diagonal(dim1=1, dim2=2).fill_(1.0)
-    return dense
+    values = torch.cat([values, values, torch.ones(b, n, device=features.device, dtype=values.dtype)], dim=1)
+    batch = torch.arange(b, device=features.device).repeat_interleave(rows.numel())
+    indices = torch.stack([batch, rows.repeat(b), cols.repeat(b)])
+    return torch.sparse_coo_tensor(indices, values.flatten(), (b, n, n), check_invariants=True).coalesce()
