@@ -5,7 +5,8 @@ Every check reads the val rows of `analysis.store.load_results` and returns
 when its mean is positive and, where seeds repeat, larger than its standard
 deviation over seeds (ddof 1); a study without the data for a check gets *not
 testable here* with the reason. A stage whose predictions collapse to one
-class is a finding of its own, so a collapse can never pass unnoticed.
+class is a finding of its own, so a collapse can never pass unnoticed, and
+the best trial must segment every foreground class.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ REPRODUCE_RATIO = 0.8
 """DeepLab reproduces its teacher when its val mIoU is at least this fraction of the AffinityNet labels'."""
 PREDICTED_IOU = 0.01
 """A class whose val IoU is below this counts as not predicted (collapse check)."""
+CLASS_IOU = 0.1
+"""The best trial segments every foreground class when each reaches this val IoU."""
 TREND_T = 2.0
 """|t| of the fitted num_samples trend at or above which the trend counts as significant (~95%)."""
 FSL_SETTINGS = ("fsl_weight", "fsl_sigma_init", "fsl_mu_init")
@@ -50,9 +53,9 @@ class Finding:
 
 
 def check_findings(frame: pd.DataFrame) -> list[Finding]:
-    """Every check, in reading order: importance sampling, FSL, stage gains, number of samples, collapse."""
+    """Every check, in reading order: importance sampling, FSL, stage gains, number of samples, collapse, best trial."""
     return [*importance_sampling(frame), fsl_contours(frame), *stage_gains(frame), num_samples_effect(frame),
-            *collapse_checks(frame)]
+            *collapse_checks(frame), best_trial(frame)]
 
 
 def findings_lines(frame: pd.DataFrame) -> list[str]:
@@ -188,6 +191,27 @@ def collapse_checks(frame: pd.DataFrame) -> list[Finding]:
                              f"collapsed to one class: {listed}" if collapsed else "",
                              f"{STAGE_NAMES[stage]} predictions collapsed to one class in {count}: {listed}" if collapsed else ""))
     return found
+
+
+def best_trial(frame: pd.DataFrame) -> Finding:
+    """The best trial at the deepest scored stage segments every foreground class (val IoU >= `CLASS_IOU`)."""
+    rows = scored(frame)
+    stage = next((s for s in reversed(STAGES) if (rows["stage"] == s).any()), None)
+    if stage is None:
+        return _untestable("the best trial segments every foreground class", "no scored rows")
+    claim = f"the best trial's {STAGE_NAMES[stage]} segments every foreground class (IoU ≥ {100 * CLASS_IOU:g}%)"
+    part = rows[(rows["stage"] == stage) & rows["per_class_iou"].notna()]
+    if part.empty:
+        return _untestable(claim, "no per-class IoU in the results")
+    best = part.loc[part["miou"].idxmax()]
+    foreground = np.asarray(best["per_class_iou"], dtype=float)[1:]
+    if not np.isfinite(foreground).any():
+        return _untestable(claim, f"{best['trial_id']} scores no foreground class")
+    worst = int(np.nanargmin(foreground)) + 1
+    measured = (f"{100 * best['miou']:.1f}% mIoU, lowest foreground IoU {100 * foreground[worst - 1]:.1f}% "
+                f"({_class_name(best['class_names'], worst)})")
+    return Finding(claim, measured, f"best of {part['trial_id'].nunique()} trials",
+                   SUPPORTED if np.nanmin(foreground) >= CLASS_IOU else NOT_SUPPORTED, f"trial {best['trial_id']}")
 
 
 def paired_difference(rows: pd.DataFrame, factor: str, high: object, low: object, metric: str,

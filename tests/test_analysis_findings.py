@@ -124,6 +124,21 @@ def test_one_foreground_class_everywhere_is_a_collapse_too(studies):
     assert collapse.verdict == NOT_SUPPORTED and collapse.note == "collapsed to one class: demo_00002 (only bicycle)"
 
 
+def test_the_best_trial_must_segment_every_foreground_class(studies):
+    study, frame = studies["demo"]
+    val = study.rows[(study.rows["split"] == "val") & (study.rows["stage"] == "segmentation")]
+    best = val.loc[val["miou"].idxmax()]
+    finding = _one(frame, "the best trial's DeepLab segments every foreground class")
+    assert finding.verdict == SUPPORTED and finding.note == f"trial {best['trial_id']}"
+    assert finding.difference.startswith(f"{100 * best['miou']:.1f}% mIoU")
+    weak = frame.copy()
+    index = weak.index[(weak["trial_id"] == best["trial_id"]) & (weak["stage"] == "segmentation") & (weak["split"] == "val")][0]
+    weak.at[index, "per_class_iou"] = [0.9, 0.9, 0.05, *[0.9] * 18]  # one class barely segmented
+    finding = _one(weak, "the best trial's DeepLab")
+    assert finding.verdict == NOT_SUPPORTED and "lowest foreground IoU 5.0% (bicycle)" in finding.difference
+    assert _one(studies["collapsed"][1], "the best trial's DeepLab").verdict == NOT_SUPPORTED
+
+
 def test_num_samples_trend_is_tested_where_num_samples_varies(studies):
     study, frame = studies["voc"]
     finding = _one(frame, "the number of sampled pixels has no significant effect (DeepLab mIoU)")
@@ -155,7 +170,7 @@ def test_report_cli_prints_one_line_per_finding(studies, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[1] == "The paper's findings, checked on collapsed:"
     assert lines[2:] == findings_lines(frame)
-    assert len(lines[2:]) == len(check_findings(frame)) == 8
+    assert len(lines[2:]) == len(check_findings(frame)) == 9
     assert all(" -> " in line and "(" in line for line in lines[2:])
     assert any(line.startswith("DeepLab predictions span more than one class") and "-> not supported" in line
                for line in lines[2:])
