@@ -53,7 +53,12 @@ def param_importances(frame: pd.DataFrame, stage: str, split: str = "val", metri
     if len(params) < MIN_TRIALS or params.shape[1] < 2 or values.loc[params.index].nunique() < 2:
         return {}
     distributions = {name: infer_distribution(params[name]) for name in params.columns}
-    study = optuna.create_study(direction="maximize", study_name=f"importance-{stage}-{metric}")
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created in memory" line amid `wsss report`'s output
+    try:
+        study = optuna.create_study(direction="maximize", study_name=f"importance-{stage}-{metric}")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     for trial_id, row in params.iterrows():
         study.add_trial(optuna.trial.create_trial(
             params={name: _plain(row[name]) for name in params.columns}, distributions=distributions,
