@@ -10,6 +10,7 @@ runs it without the rest of the CLI (no torch, no Ray).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute `wsss report`; user errors are one line on stderr and exit code 2."""
+    if os.path.isdir(args.output):
+        print(f"wsss report: -o {args.output!r} is a folder; allowed: an HTML file path such as "
+              f"{os.path.join(args.output, 'report.html')}", file=sys.stderr)
+        return 2
     try:
         if args.watch:
             try:

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from study.schema import STAGES
-from study.spec import StudySpec, expand_grid, num_trials, optuna_space, parse_spec
+from study.spec import SpecError, StudySpec, check_study_name, expand_grid, num_trials, optuna_space, parse_spec
 from study.store import ResultsStore
 from study.trainable import TrialSetup, run_trial, study_trial_id
 
@@ -76,11 +76,16 @@ def run_study(
     """Run every trial of `spec` under `<storage>/<name>` (default: spec.name) and
     return the status table. `address`: None starts a local Ray sized to the
     machine (or uses the one already initialised in this process); "auto" or
-    "ray://host:port" joins a cluster."""
-    location = locate(storage, name or spec.name)
+    "ray://host:port" joins a cluster.
+
+    Before Ray starts, the name is checked (one folder name) and every data
+    configuration of the study is loaded and its files checked
+    (study.preflight): a bad input is a StudyError and nothing is written."""
+    location = locate(storage, _checked_name(name or spec.name))
     filesystem, path = _filesystem(location.uri)
     if filesystem.get_file_info(f"{path}/{STUDY_FILE}").type != pafs.FileType.NotFound:
         raise StudyError(f"study {location.name!r} already exists in {location.storage}; use `wsss study resume {location.name}` or another --name")
+    _check_inputs(spec)
     cache = cache_dir or _default_cache(location)
     record = {
         "spec": spec.to_dict(),
@@ -105,7 +110,7 @@ def resume_study(
     spent) ones stay as they are."""
     from ray import tune
 
-    location = locate(storage, name)
+    location = locate(storage, _checked_name(name))
     record = _read_record(location)
     spec = parse_spec(record["spec"])
     with ray_session(address):
@@ -127,7 +132,7 @@ def study_status(name: str, *, storage: str | os.PathLike) -> list[dict[str, Any
     val metrics of the last stage reached, failures and the error, if any."""
     from ray.tune import ExperimentAnalysis
 
-    location = locate(storage, name)
+    location = locate(storage, _checked_name(name))
     record = _read_record(location)
     spec = parse_spec(record["spec"])
     rows = {(r["trial_id"], r["stage"], r["split"]): r for r in ResultsStore(location.uri).read().to_pylist()}
@@ -205,6 +210,8 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, verbo
     from ray import tune
 
     from study.callback import ParquetResultsCallback
+    from study.no_retry import NoRetryCallback
+    from study.optuna_log import OptunaLogCallback
 
     search = spec.search
     repeats = 1 if search.algorithm == "grid" else len(spec.seeds)
@@ -223,7 +230,8 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, verbo
         # between deleting the previous checkpoint and snapshotting the experiment
         # state leaves the state pointing at a deleted checkpoint, and resume fails.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-        callbacks=[ParquetResultsCallback(location.name, location.uri, spec)],
+        callbacks=[ParquetResultsCallback(location.name, location.uri, spec),
+                   OptunaLogCallback(location.name, location.uri, spec), NoRetryCallback()],
         verbose=verbose,
     )
     return tune.Tuner(
@@ -248,12 +256,33 @@ def _cluster_resources() -> dict[str, float]:
     return ray.cluster_resources()
 
 
+def _checked_name(name: str) -> str:
+    try:
+        return check_study_name(name, "name")
+    except SpecError as error:
+        raise StudyError(str(error)) from None
+
+
+def _check_inputs(spec: StudySpec) -> None:
+    from wsss_core.data import DataError
+    from wsss_core.pipeline.config import ConfigError
+
+    from study.preflight import check_study_inputs
+
+    try:
+        check_study_inputs(spec)
+    except (ConfigError, DataError, FileNotFoundError) as error:
+        raise StudyError(str(error)) from None
+
+
 def _trainable(spec: StudySpec, location: StudyLocation, cache_dir: str) -> Any:
     from ray import tune
 
+    from study.no_retry import not_retried
+
     setup = TrialSetup(study=location.name, spec=spec, cache_dir=cache_dir, study_uri=location.uri)
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus, **spec.resources.custom}
-    return tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
+    return tune.with_resources(tune.with_parameters(not_retried(run_trial), setup=setup), resources)
 
 
 def _param_space(spec: StudySpec) -> dict[str, Any]:

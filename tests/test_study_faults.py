@@ -24,6 +24,7 @@ from study.cli import main  # noqa: E402
 from study.runner import run_study, study_status  # noqa: E402
 from study.schema import STAGES  # noqa: E402
 from study.spec import parse_spec  # noqa: E402
+from tests.test_study_run import journal_trials  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "search_spaces" / "pipeline_tiny.yaml")
@@ -68,6 +69,8 @@ def test_a_nan_trial_is_retried_recorded_and_does_not_stop_the_study(storage):
     assert sorted(r["split"] for r in failed) == list(SPLITS)
     assert all(r["status"] == "failed" and r["stage"] == "cam" and r["miou"] is None for r in failed)
     assert all("FloatingPointError" in r["error"] and "nan" in r["error"].lower() for r in failed)
+    journal = {t.user_attrs["trial"]: t.state.name for t in journal_trials(storage / "nan" / "optuna.journal", "nan")}
+    assert journal == {"p0000": "COMPLETE", "p0001": "FAIL"}
 
 
 def trial_workers():

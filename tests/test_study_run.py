@@ -3,6 +3,7 @@ stage-3 setting shares stages 1-2 through the cache and writes one Parquet row
 per trial x stage x split; an Optuna TPE study with ASHA; the CLI's status/list."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -25,6 +26,15 @@ def storage(tmp_path_factory):
     ray.shutdown()
 
 
+def journal_trials(path, name):
+    """The trials of a study's Optuna journal, as optuna-dashboard reads them."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path)))).get_trials()
+
+
 def tiny_spec(name, **entries):
     return parse_spec({"name": name, "base": TINY, "resources": {"cpus": 1}, **entries})
 
@@ -41,12 +51,19 @@ def test_grid_study_shares_upstream_stages_and_writes_every_row(storage, capsys)
         (t, s, split) for t in ("p0000", "p0001") for s in STAGES for split in ("train", "val")
     }
     assert all(r["status"] == "completed" and 0 <= r["miou"] <= 1 for r in results)
-    assert all(r["study"] == "grid" and r["lambda"] == 0.5 and r["backbone"] == "resnet_small" for r in results)
+    assert all(r["study"] == "grid" and r["lambda"] == json.loads(r["config_json"])["cam.lam"]
+               and r["backbone"] == "resnet_small" for r in results)
     assert all(r["class_names"][0] == "background" and len(r["per_class_iou"]) == len(r["class_names"]) for r in results)
     assert all(r["node"] and r["trial_dir"] and r["code_version"] and r["started_at"] <= r["finished_at"] for r in results)
     assert [p.name for p in (storage / "grid" / "results").iterdir()] == ["compacted.parquet"]
     assert all(r["trial_dir"] == f"trials/{r['trial_id']}" for r in results)
     assert all(list((storage / "grid" / r["overlay_dir"]).glob("*.png")) for r in results)
+    journal = journal_trials(storage / "grid" / "optuna.journal", "grid")
+    assert [t.state.name for t in journal] == ["COMPLETE", "COMPLETE"]
+    final = {r["trial_id"]: r["miou"] for r in results if r["stage"] == "segmentation" and r["split"] == "val"}
+    for trial in journal:
+        assert sorted(trial.intermediate_values) == [1, 2, 3] and trial.value == final[trial.user_attrs["trial"]]
+    assert sorted(t.params["segmentation.lr"] for t in journal) == [0.01, 0.02]
     cam_hits = sorted(r["cache_hit"] for r in results if r["stage"] == "cam" and r["split"] == "val")
     assert cam_hits == [False, True], "the second trial must reuse stage 1 from the shared cache"
     seg = {r["trial_id"]: r for r in results if r["stage"] == "segmentation" and r["split"] == "val"}
@@ -80,3 +97,9 @@ def test_optuna_tpe_study_with_asha(storage):
     assert all('"segmentation.lr": 0.0' in text for text in lrs.values())
     status = {row["trial"]: row for row in study_status("tpe", storage=storage)}
     assert set(status) == trials
+    journal = {t.user_attrs["trial"]: t for t in journal_trials(storage / "tpe" / "optuna.journal", "tpe")}
+    assert set(journal) == trials
+    for trial_id, trial in journal.items():
+        stages = {r["stage"] for r in rows if r["trial_id"] == trial_id and r["status"] == "completed"}
+        assert trial.state.name == ("COMPLETE" if "segmentation" in stages else "PRUNED")
+        assert set(trial.params) <= {"segmentation.lr", "segmentation.dilation"} and len(trial.intermediate_values) == len(stages)
