@@ -8,12 +8,15 @@
 
 Subcommands owned by other packages are imported only when invoked, so
 `wsss --help` stays fast and works even if one of them fails to import.
-Every leaf parser sets ``func`` (args -> exit code).
+Every leaf parser sets ``func`` (args -> exit code). Exit codes of `study
+run`/`resume`: 0 every trial completed, 1 some trial failed (one line each
+on stderr naming the cause), 2 a bad input (spec, name, data, folders).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import os
 import sys
 import time
@@ -28,6 +31,7 @@ EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("analysis.cli", "HTML report and tables of a study's Parquet results"),
 }
 DEFAULT_STORAGE_ENV = "WSSS_STORAGE"
+FAILED, BAD_INPUT = 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """The full parser; only the external command named in `argv` is imported."""
     parser = argparse.ArgumentParser(prog="wsss", description="Hyperparameter studies of weakly-supervised segmentation.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     invoked = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():
@@ -68,24 +73,35 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
     storage_help = f"folder or URI (s3://, gs://, file://) holding studies (default: ${DEFAULT_STORAGE_ENV} or ./runs)"
     default_storage = os.environ.get(DEFAULT_STORAGE_ENV, "runs")
 
-    run = actions.add_parser("run", help="run a study spec")
+    name_help = "study name: the folder <storage>/<name> (letters, digits, '-', '_', '.')"
+    address_help = "Ray cluster: auto or ray://host:port (default: start a local Ray sized to this machine)"
+    quiet_help = "no Tune progress table or trial tracebacks; failed trials still get one line each (default: off)"
+
+    run = actions.add_parser(
+        "run", help="run a study spec",
+        description="Validate the spec and every data configuration it uses, then run every trial on Ray Tune "
+                    "and print the status table. Exit code 0: every trial completed; 1: some trial failed "
+                    "(one line each on stderr); 2: a bad spec, name, data set or folder (nothing is run).")
     run.add_argument("spec", help="study spec YAML (see search_spaces/)")
     run.add_argument("--storage", default=default_storage, help=storage_help)
-    run.add_argument("--name", help="study name (default: the spec's name)")
-    run.add_argument("--address", help="Ray cluster: auto or ray://host:port (default: start a local Ray)")
+    run.add_argument("--name", help="study name, the folder <storage>/<name> (default: the spec's name)")
+    run.add_argument("--address", help=address_help)
     run.add_argument("--cache", help="pipeline stage cache every node can reach (default: <storage>/_cache)")
-    run.add_argument("--quiet", action="store_true", help="less Tune output")
+    run.add_argument("--quiet", action="store_true", help=quiet_help)
     run.set_defaults(func=_run)
 
-    resume = actions.add_parser("resume", help="continue a study whose driver died")
-    resume.add_argument("name")
+    resume = actions.add_parser(
+        "resume", help="continue a study whose driver died",
+        description="Resume unfinished trials from their checkpoints and start those never started; completed "
+                    "and failed trials stay as they are. Exit codes as for `wsss study run`.")
+    resume.add_argument("name", help=name_help)
     resume.add_argument("--storage", default=default_storage, help=storage_help)
-    resume.add_argument("--address", help="Ray cluster: auto or ray://host:port (default: start a local Ray)")
-    resume.add_argument("--quiet", action="store_true", help="less Tune output")
+    resume.add_argument("--address", help=address_help)
+    resume.add_argument("--quiet", action="store_true", help=quiet_help)
     resume.set_defaults(func=_resume)
 
     status = actions.add_parser("status", help="table of a study's trials")
-    status.add_argument("name")
+    status.add_argument("name", help=name_help)
     status.add_argument("--storage", default=default_storage, help=storage_help)
     status.set_defaults(func=_status)
 
@@ -96,14 +112,18 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from study.runner import StudyError, locate, run_study
-    from study.spec import SpecError, load_spec, num_trials
+    from study.spec import SpecError, check_study_name, load_spec, num_trials
 
     try:
         spec = load_spec(args.spec)
+        name = spec.name if args.name is None else check_study_name(args.name, "--name")
+        _check_local_folder(args.storage, "--storage")
+        _check_local_folder(args.cache, "--cache")
     except SpecError as error:
         return _fail(f"wsss study run: {error}")
-    location = locate(args.storage, args.name or spec.name)
+    location = locate(args.storage, name)
     print(f"study {location.name}: {num_trials(spec)} trials, results in {location.results}", flush=True)
+    _quiet_tune(args.quiet)
     start = time.perf_counter()
     try:
         table = run_study(
@@ -117,8 +137,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     from study.runner import StudyError, locate, resume_study
+    from study.spec import SpecError, check_study_name
 
-    location = locate(args.storage, args.name)
+    try:
+        location = locate(args.storage, check_study_name(args.name, "NAME"))
+    except SpecError as error:
+        return _fail(f"wsss study resume: {error}")
+    _quiet_tune(args.quiet)
     start = time.perf_counter()
     try:
         table = resume_study(location.name, storage=location.storage, address=args.address, verbose=0 if args.quiet else 1)
@@ -129,10 +154,11 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from study.runner import StudyError, format_table, study_status
+    from study.spec import SpecError, check_study_name
 
     try:
-        print(format_table(study_status(args.name, storage=args.storage)))
-    except StudyError as error:
+        print(format_table(study_status(check_study_name(args.name, "NAME"), storage=args.storage)))
+    except (StudyError, SpecError) as error:
         return _fail(f"wsss study status: {error}")
     return 0
 
@@ -145,18 +171,44 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _summary(location: StudyLocation, table: list[dict], seconds: float) -> int:
+    """Print the table and a summary; one stderr line per trial that did not
+    complete. Exit code 0 when every trial completed, else FAILED."""
     from study.runner import format_table
 
     print(format_table(table))
-    failed = sum(row["state"] == "ERROR" for row in table)
-    print(f"{len(table)} trials ({failed} failed) in {seconds:.0f}s; Parquet results: {location.results}")
+    failed = [row for row in table if row["state"] != "TERMINATED"]
+    print(f"{len(table)} trials ({len(failed)} failed) in {seconds:.0f}s; Parquet results: {location.results}")
     print(f"read them with: pyarrow.dataset.dataset({location.results!r})")
-    return 0
+    for row in failed:
+        cause = row["error"] or f"ended in state {row['state']} without a recorded error"
+        print(f"trial {row['trial']} failed: {cause}", file=sys.stderr)
+    return FAILED if failed else 0
+
+
+def _check_local_folder(path: str | None, option: str) -> None:
+    """SpecError when a local `path` exists and is not a folder (URIs are not checked)."""
+    from study.spec import SpecError
+
+    if path is not None and "://" not in path and os.path.exists(path) and not os.path.isdir(path):
+        raise SpecError(f"{option}={path!r} is a file; allowed: a folder (created if missing) or a URI")
+
+
+def _quiet_tune(quiet: bool) -> None:
+    """With --quiet Tune does not print each trial's traceback (the summary names the cause)."""
+    if quiet:
+        os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("wsss-study")
+    except importlib.metadata.PackageNotFoundError:  # a source checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _fail(message: str) -> int:
     print(message, file=sys.stderr)
-    return 2
+    return BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -21,21 +21,31 @@ def check_folder(path: str | Path, name: str) -> Path:
 
 
 def check_inputs(config: PipelineConfig, datasets: dict[str, Any], *, progress: bool = False) -> None:
-    """Verify every image and mask of `datasets` ({"train": .., "val": ..}) and
-    that each stage's crop is no larger than every training image it sees."""
+    """`check_data`, then `check_crops` against the largest training image."""
+    check_crops(config, check_data(datasets, progress=progress))
+
+
+def check_data(datasets: dict[str, Any], *, progress: bool = False) -> int:
+    """Verify every image and mask of `datasets` ({"train": .., "val": ..});
+    returns the longest side (px) of the training images."""
     summaries = {
         split: verify_dataset(dataset, desc=f"checking {split} images", progress=progress)
         for split, dataset in datasets.items()
     }
-    largest = summaries["train"].largest_side
+    return summaries["train"].largest_side
+
+
+def check_crops(config: PipelineConfig, largest_side: int) -> None:
+    """Each trained stage's crop must not exceed every training image it sees
+    (after the random resize when resize_long is set); else all crops are padding."""
     for section in TRAINED_STAGES:
         train = getattr(config, section)
         if train.resize_long is None:
-            limit, after = largest, "train image"
+            limit, seen = largest_side, "train image"
         else:
-            limit, after = train.resize_long[1], f"train image after {section}.resize_long"
+            limit, seen = train.resize_long[1], f"train image after {section}.resize_long"
         if train.crop_size > limit:
             raise ConfigError(
-                f"{section}.crop_size={train.crop_size} is larger than every {after} (longest side {limit} px); "
+                f"{section}.crop_size={train.crop_size} is larger than every {seen} (longest side {limit} px); "
                 f"allowed: an integer <= {limit}"
             )
