@@ -102,7 +102,7 @@ def test_naive_variant_uses_per_class_sigmoid_maps():
 
 
 def test_a_new_aggregator_is_one_function():
-    def power_sample(logits, probs, *, num_samples, generator):  # p_k ~ a_k^gamma, gamma = 2
+    def power_sample(logits, probs, *, num_samples, generator, eps=0.0):  # p_k ~ a_k^gamma, gamma = 2
         return sample_by_weights(probs, probs**2, num_samples, generator)
 
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)

@@ -44,8 +44,8 @@ def test_equivariant_cross_regularization_targets_the_other_branch_raw_cam():
     assert refined_1.grad.abs().sum() > 0
 
 
-def test_max_onehot_keeps_each_pixels_top_class():
+def test_max_onehot_keeps_background_and_each_pixels_top_foreground_class():
     raw = torch.tensor([[0.2, 0.7, 0.1]]).reshape(1, 3, 1, 1)
-    refined = torch.tensor([[0.0, 0.7, 0.0]]).reshape(1, 3, 1, 1)
+    refined = torch.tensor([[0.2, 0.7, 0.0]]).reshape(1, 3, 1, 1)  # SEAM's max_onehot leaves channel 0
     zero = equivariant_cross_regularization(raw, refined, raw, refined, top_fraction=1.0)
     assert zero == 0

@@ -2,11 +2,14 @@
 
 Every aggregator has one signature
 
-    aggregator(logits [B,K,h,w], probs [B,K,h,w], *, num_samples, generator) -> [B,K,m]
+    aggregator(logits [B,K,h,w], probs [B,K,h,w], *, num_samples, generator, eps=0) -> [B,K,m]
 
 returning image-level probabilities in [0, 1] (m = 1 for pooling, m =
 num_samples for sampling), so a new one (e.g. p_k ~ a_k^gamma, the paper's
 future work) is one function, passed by value to ``classification_loss``.
+``eps`` smooths a probability p read off the maps to (p (1 - eps) + eps) / (1 + eps),
+the sigmoid of the authors' probs_to_logits (arvijj/icam tool/probutils.py,
+eps 1e-3); GAP, already a sigmoid of a logit, ignores it.
 """
 
 from __future__ import annotations
@@ -22,18 +25,27 @@ from wsss_core.losses import bce
 
 class Aggregator(Protocol):
     def __call__(
-        self, logits: Tensor, probs: Tensor, *, num_samples: int, generator: torch.Generator | None
+        self, logits: Tensor, probs: Tensor, *, num_samples: int, generator: torch.Generator | None, eps: float = 0.0
     ) -> Tensor: ...
 
 
-def gap(logits: Tensor, probs: Tensor, *, num_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
+def smooth_probs(p: Tensor, eps: float) -> Tensor:
+    """(p (1 - eps) + eps) / (1 + eps) = sigmoid(log(p (1 - eps) + eps) - log(1 - p (1 - eps))), any shape."""
+    return (p * (1.0 - eps) + eps) / (1.0 + eps) if eps else p
+
+
+def gap(
+    logits: Tensor, probs: Tensor, *, num_samples: int = 1, generator: torch.Generator | None = None, eps: float = 0.0
+) -> Tensor:
     """Eqs. 2-3: sigmoid of the spatial mean of the logits. -> [B,K,1]."""
     return torch.sigmoid(logits.mean(dim=(2, 3)))[:, :, None]
 
 
-def gmp(logits: Tensor, probs: Tensor, *, num_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
-    """Eq. 4: spatial maximum of the probabilities. -> [B,K,1]."""
-    return probs.amax(dim=(2, 3))[:, :, None]
+def gmp(
+    logits: Tensor, probs: Tensor, *, num_samples: int = 1, generator: torch.Generator | None = None, eps: float = 0.0
+) -> Tensor:
+    """Eq. 4: spatial maximum of the probabilities (smoothed by eps). -> [B,K,1]."""
+    return smooth_probs(probs.amax(dim=(2, 3))[:, :, None], eps)
 
 
 def sample_by_weights(
@@ -66,9 +78,11 @@ def importance_sample(probs: Tensor, num_samples: int, generator: torch.Generato
     return sample_by_weights(probs, probs, num_samples, generator)
 
 
-def sample(logits: Tensor, probs: Tensor, *, num_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
-    """Importance sampling (Eqs. 5-6) as an aggregator. -> [B,K,num_samples]."""
-    return importance_sample(probs, num_samples, generator)
+def sample(
+    logits: Tensor, probs: Tensor, *, num_samples: int = 1, generator: torch.Generator | None = None, eps: float = 0.0
+) -> Tensor:
+    """Importance sampling (Eqs. 5-6) as an aggregator (sampled values smoothed by eps). -> [B,K,num_samples]."""
+    return smooth_probs(importance_sample(probs, num_samples, generator), eps)
 
 
 AGGREGATORS: dict[str, Aggregator] = {"gap": gap, "gmp": gmp, "sample": sample}
@@ -93,6 +107,9 @@ def classification_loss(
     naive: bool = False,
     generator: torch.Generator | None = None,
     sampling: str | Aggregator = "sample",
+    eps: float = 0.0,
+    pooling_background: bool = True,
+    sampling_background: bool = True,
 ) -> Tensor:
     """Eq. 8: (1 - lam) * L_ce(y, y_hat) + lam * L_ce(y, y_tilde), a scalar.
 
@@ -103,7 +120,10 @@ def classification_loss(
     then over the batch). lam = 0 / 1 skips the other term entirely (no
     random draw at lam = 0). ``naive=True`` is the Table 5 ablation: probs
     are replaced by ``naive_cams(logits)`` (per-class sigmoid, no pixel-wise
-    softmax) for both terms.
+    softmax) for both terms. ``eps``: probability smoothing of the aggregators
+    (module docstring). ``pooling_background`` / ``sampling_background``:
+    whether class 0 enters that term's BCE (Eq. 7 as printed: both; the
+    authors' train_cam.py: GMP yes, GAP and sampling no).
     """
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam={lam!r} is not allowed; use a float in [0, 1]")
@@ -115,9 +135,11 @@ def classification_loss(
     target = labels.to(probs.dtype)[:, :, None]
     loss = probs.new_zeros(())
     if lam < 1.0:
-        y_hat = pool_fn(logits, probs, num_samples=num_samples, generator=generator)
-        loss = loss + (1.0 - lam) * bce(y_hat, target.expand_as(y_hat))
+        y_hat = pool_fn(logits, probs, num_samples=num_samples, generator=generator, eps=eps)
+        first = 0 if pooling_background else 1
+        loss = loss + (1.0 - lam) * bce(y_hat[:, first:], target[:, first:].expand_as(y_hat[:, first:]))
     if lam > 0.0:
-        y_tilde = sample_fn(logits, probs, num_samples=num_samples, generator=generator)
-        loss = loss + lam * bce(y_tilde, target.expand_as(y_tilde))
+        y_tilde = sample_fn(logits, probs, num_samples=num_samples, generator=generator, eps=eps)
+        first = 0 if sampling_background else 1
+        loss = loss + lam * bce(y_tilde[:, first:], target[:, first:].expand_as(y_tilde[:, first:]))
     return loss

@@ -19,10 +19,10 @@ Choices the paper leaves open (documented, shared by both implementations):
 * the logit of Eq. 12 is smoothed as in the authors' code,
   log((delta + DELTA_EPS) / (1 - delta + DELTA_EPS)) with delta clamped to
   [0, 1], so it stays finite for identical or opposite colours.
-* An image larger than the prediction is resized to the prediction's size,
-  by default with "area" interpolation (the mean colour of the pixels a
-  prediction covers); "bilinear" (antialiased) is the alternative. A smaller
-  image is refused.
+* An image larger than the prediction is resized to the prediction's size
+  (``RESIZERS``): "area" (the mean colour of the pixels a prediction covers,
+  this function's default), "bilinear" (antialiased) or "bilinear_corners"
+  (the authors' train_cam.py, the pipeline's default). A smaller image is refused.
 
 Two implementations:
 
@@ -62,7 +62,14 @@ from torch import Tensor, nn
 
 DELTA_EPS = 1e-5  # arvijj/icam tool/probutils.py
 NORMALIZATIONS = ("pixels", "pairs")
-RESIZE_MODES = ("area", "bilinear")
+RESIZERS = {
+    "area": lambda image, size: F.interpolate(image, size=size, mode="area"),
+    "bilinear": lambda image, size: F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True),
+    # arvijj/icam train_cam.py: F.interpolate(img, (h, w), mode="bilinear", align_corners=True)
+    "bilinear_corners": lambda image, size: F.interpolate(image, size=size, mode="bilinear", align_corners=True),
+}
+"""How an image larger than the predictions is resized to their size: (image [B,3,H',W'], (H, W)) -> [B,3,H,W]."""
+RESIZE_MODES = tuple(RESIZERS)
 BACKENDS = ("auto", "numba", "torch")
 DEFAULT_MASS = 1.0 - 1e-6
 MIN_MASS = 0.999
@@ -127,9 +134,7 @@ def match_image_to_probs(image: Tensor, probs: Tensor, resize: str = "area") -> 
     image = image.to(probs.dtype)
     if tuple(image.shape[-2:]) == size:
         return image
-    if resize == "area":
-        return F.interpolate(image, size=size, mode="area")
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return RESIZERS[resize](image, size)
 
 
 def feature_similarity_loss_dense(

@@ -53,8 +53,10 @@ def equivariant_regularization(a: Tensor, b: Tensor, *, foreground_only: bool = 
 
 
 def _max_onehot(cams: Tensor) -> Tensor:
-    """Keep each pixel's largest class score, zero the others. [B,K,h,w] -> [B,K,h,w]."""
-    return cams * (cams == cams.amax(dim=1, keepdim=True))
+    """Zero each pixel's non-maximal foreground scores; background (channel 0) kept
+    (YudeWang/SEAM train_SEAM.py max_onehot). [B,K,h,w] -> [B,K,h,w]."""
+    fg = cams[:, 1:]
+    return torch.cat([cams[:, :1], fg * (fg == fg.amax(dim=1, keepdim=True))], dim=1)
 
 
 def equivariant_cross_regularization(
@@ -70,7 +72,7 @@ def equivariant_cross_regularization(
 
     All inputs [B,K,h,w] in the same frame (branch 2's transform applied to
     branch 1). The raw CAM is the (detached) target; with ``max_onehot`` it
-    keeps only each pixel's top class, as SEAM's code does. Per image the
+    keeps only each pixel's top foreground class, as SEAM's code does. Per image the
     largest ``top_fraction`` of the K*h*w errors are averaged (hard-example
     mining, SEAM: 0.2; 1.0 is a plain mean). Returns the sum of the two
     directions (scalar).

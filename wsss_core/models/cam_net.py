@@ -12,12 +12,12 @@ from .param_groups import reference_param_groups
 from .pcm import PixelCorrelationModule
 
 CAM_MODES = ("plain", "seam")
-PCM_SOURCES = ("probs", "seam")
 
 
 class CAMOutput(NamedTuple):
     """logits [B,K,h,w]; probs [B,K,h,w] = softmax over K (Eq. 1);
-    refined [B,K,h,w] from the PCM in "seam" mode, else None."""
+    refined [B,K,h,w]: the PCM output in "seam" mode (revised logits for
+    pcm_source "logits", revised CAMs for "seam"), else None."""
 
     logits: torch.Tensor
     probs: torch.Tensor
@@ -35,19 +35,23 @@ def seam_normalized_cams(logits: torch.Tensor) -> torch.Tensor:
     return torch.cat([1 - fg_max, fg], dim=1)
 
 
+PCM_SOURCES = {
+    "logits": lambda logits: logits,  # arvijj/icam network/resnet38_cam.py: not detached
+    "seam": lambda logits: seam_normalized_cams(logits.detach()),  # YudeWang/SEAM network/resnet38_SEAM.py
+}
+"""What the PCM revises: logits [B,K,h,w] -> its input [B,K,h,w]."""
+
+
 class CAMNet(nn.Module):
     """CAM network of the paper (Sec. 4.1): backbone, Dropout2d, 1x1 conv
     without bias (as SEAM) to K = C+1 classes (index 0 = background).
 
     mode "seam" adds SEAM's pixel correlation module on the two stride-8 maps
-    before the last (`forward_stages(x)[-3:-1]`). Per the paper ("minor
-    adjustments to the forward method ... to fit our probabilistic
-    formulation"), the PCM revises the detached softmax probabilities
-    (pcm_source="probs", default); pcm_source="seam" feeds SEAM's own input
-    instead (max-normalised ReLU logits, background 1 - max foreground, see
-    `seam_normalized_cams`). Either way no gradient reaches the classifier or
-    the backbone through the PCM, as in SEAM. The siamese two-scale pass and the
-    ER/ECR losses are composed by the pipeline.
+    before the last (`forward_stages(x)[-3:-1]`), whose features are detached.
+    pcm_source "logits" (the authors' code) revises the logits themselves, so
+    the PCM's losses also train the classifier; "seam" revises SEAM's detached
+    max-normalised ReLU CAMs (`seam_normalized_cams`). The siamese two-scale
+    pass and the ER/ECR losses are composed by wsss_core.formulations.
     """
 
     def __init__(
@@ -56,13 +60,13 @@ class CAMNet(nn.Module):
         num_classes: int,
         mode: Literal["plain", "seam"] = "plain",
         dropout: float = 0.5,
-        pcm_source: Literal["probs", "seam"] = "probs",
+        pcm_source: Literal["logits", "seam"] = "logits",
     ):
         super().__init__()
         if mode not in CAM_MODES:
             raise ValueError(f"CAMNet mode must be one of {CAM_MODES}, got {mode!r}")
         if pcm_source not in PCM_SOURCES:
-            raise ValueError(f"pcm_source must be one of {PCM_SOURCES}, got {pcm_source!r}")
+            raise ValueError(f"pcm_source must be one of {tuple(PCM_SOURCES)}, got {pcm_source!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes counts background and must be >= 2, got {num_classes}")
         if not 0.0 <= dropout < 1.0:
@@ -83,8 +87,7 @@ class CAMNet(nn.Module):
         probs = torch.softmax(logits.float(), dim=1).to(logits.dtype)
         refined = None
         if self.pcm is not None:
-            source = probs if self.pcm_source == "probs" else seam_normalized_cams(logits)
-            refined = self.pcm(source.detach(), x, stages[-3], stages[-2])
+            refined = self.pcm(PCM_SOURCES[self.pcm_source](logits), x, stages[-3], stages[-2])
         return CAMOutput(logits, probs, refined)
 
     def new_layers(self) -> list[nn.Module]:

@@ -18,15 +18,14 @@ from typing import Any
 
 from wsss_core.crf import CRFConfig
 from wsss_core.data import DataConfig
-from wsss_core.fsl import DEFAULT_MASS, MIN_MASS, NORMALIZATIONS
+from wsss_core.formulations import FORMULATIONS
+from wsss_core.fsl import DEFAULT_MASS, MIN_MASS, NORMALIZATIONS, RESIZERS
 from wsss_core.yaml_loader import YAMLSyntaxError, load_yaml
 
 POOLINGS = ("gap", "gmp")
 CAM_MODES = ("plain", "seam")
-CAM_SOURCES = ("refined", "probs")
 BG_RULES = ("threshold", "one_minus_sum")
 DEVICES = ("auto", "cpu", "cuda")
-PCM_SOURCES = ("probs", "seam")
 
 
 class ConfigError(ValueError):
@@ -93,33 +92,41 @@ class TrainingConfig:
 class CamConfig(TrainingConfig):
     """Stage 1: the CAM network and its pseudo-labels.
 
-    Loss (Sec. 4.1): L_cls (Eq. 8: (1 - lam) * BCE(pooling) + lam * BCE(n importance
-    samples, Eqs. 5-6); naive: per-class sigmoid maps instead of the softmax,
-    the Table 5 ablation) + fsl_weight * L_fs (Eqs. 9-12; fsl_normalization
-    "pixels" divides by HW, the authors' scale, so weight 1 = their 0.5 x
-    loss_fs; "pairs" by (HW)^2 as Eq. 9 is printed; sigma/mu start at
+    formulation: the loss and CAM inference (wsss_core.formulations): "icam",
+    the authors' code (default), or "seam", the SEAM baseline. mode "seam"
+    adds the siamese pass at seam_scale (SEAM's 0.3) and the PCM.
+    Loss (Sec. 4.1): L_cls (Eq. 8: (1 - lam) * BCE(pooling) + lam * BCE(n
+    importance samples, Eqs. 5-6); probabilities smoothed by bce_eps (authors
+    1e-3, 0 = Eq. 7 as printed); bce_background: the terms whose BCE includes
+    class 0 (authors: gmp only; Eq. 7 as printed: all); naive: per-class
+    sigmoid maps instead of the softmax, the Table 5 ablation) + pcm_weight x
+    the PCM term + fsl_weight * L_fs (Eqs. 9-12; fsl_normalization "pixels"
+    divides by HW, the authors' scale, so weight 1 = their 0.5 x loss_fs;
+    "pairs" by (HW)^2 as Eq. 9 is printed; sigma/mu start at
     fsl_sigma_init/fsl_mu_init, the authors' 5 and 2.5, and stay fixed as in
-    their train_cam.py unless fsl_learn, the paper's text) + er_weight * L_er
-    + ecr_weight * L_ecr (SEAM mode: siamese pass at seam_scale, SEAM's 0.3). The paper weights all terms 1.
-    Inference: mean over infer_scales (x flip) of the softmax CAMs (Eq. 1) of
-    cam_source ("refined": the PCM output in SEAM mode, as SEAM; "probs": the
-    classifier's), restricted to the image's classes and max-normalised.
-    Evaluated pseudo-label: background from `bg` ("threshold": bg_threshold, as
-    SEAM's evaluation; "one_minus_sum"). Stage-2 labels: dense CRF with the
+    their train_cam.py unless fsl_learn, the paper's text; image resized by
+    fsl_resize, authors: bilinear with aligned corners) + er_weight * L_er +
+    ecr_weight * L_ecr. The paper weights all terms 1.
+    Inference: the formulation's maps, mean over infer_scales (x flip).
+    Evaluated pseudo-label: background from `bg` ("one_minus_sum": icam
+    eval_cam.py; "threshold": bg_threshold, swept as SEAM's evaluation). Stage-2 labels: dense CRF with the
     background (1 - max fg)^alpha at crf_alpha_low (amplified background:
     confident foreground) and crf_alpha_high (weakened: confident background);
     the paper's 2 and 4 (SEAM used 4 and 24); the rest is ignored (255).
     """
 
     momentum: float = 5e-4  # reference PolyOptimizer, see TrainingConfig
+    formulation: str = "icam"
     mode: str = "seam"
     dropout: float = 0.5
-    pcm_source: str = "probs"
     seam_scale: float = 0.3
-    lam: float = 0.5
+    lam: float = 0.8
     pooling: str = "gap"
     num_samples: int = 1
     naive: bool = False
+    bce_eps: float = 1e-3
+    bce_background: tuple[str, ...] = ("gmp",)
+    pcm_weight: float = 1.0
     fsl: bool = True
     fsl_weight: float = 1.0
     fsl_sigma_init: float = 5.0
@@ -127,25 +134,33 @@ class CamConfig(TrainingConfig):
     fsl_learn: bool = False
     fsl_normalization: str = "pixels"
     fsl_mass: float = DEFAULT_MASS
+    fsl_resize: str = "bilinear_corners"
     er_weight: float = 1.0
     ecr_weight: float = 1.0
     infer_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     infer_flip: bool = True
-    cam_source: str = "refined"
-    bg: str = "threshold"
+    bg: str = "one_minus_sum"
     bg_threshold: float = 0.2
     crf_alpha_low: float = 2.0
     crf_alpha_high: float = 4.0
 
     def validate(self, section: str = "cam") -> None:
         super().validate(section)
+        _require(self.formulation in FORMULATIONS, "cam.formulation", self.formulation, ", ".join(FORMULATIONS))
         _require(self.mode in CAM_MODES, "cam.mode", self.mode, ", ".join(CAM_MODES))
-        _require(self.pcm_source in PCM_SOURCES, "cam.pcm_source", self.pcm_source, ", ".join(PCM_SOURCES))
         _require(0 <= self.dropout < 1, "cam.dropout", self.dropout, "0 <= dropout < 1")
         _require(0 < self.seam_scale < 1, "cam.seam_scale", self.seam_scale, "0 < seam_scale < 1")
         _require(0 <= self.lam <= 1, "cam.lam", self.lam, "a number in [0, 1]")
         _require(self.pooling in POOLINGS, "cam.pooling", self.pooling, ", ".join(POOLINGS))
         _require(self.num_samples >= 1, "cam.num_samples", self.num_samples, "an integer >= 1")
+        _require(0 <= self.bce_eps < 0.5, "cam.bce_eps", self.bce_eps, "0 <= bce_eps < 0.5")
+        _require(set(self.bce_background) <= {"gap", "gmp", "sample"}, "cam.bce_background",
+                 list(self.bce_background), "a list of gap, gmp, sample")
+        _require(self.pcm_weight >= 0, "cam.pcm_weight", self.pcm_weight, "a number >= 0")
+        if self.formulation == "seam":
+            _require(self.pooling == "gap", "cam.pooling", self.pooling, "gap (cam.formulation=seam)")
+            _require(self.naive or (self.lam == 0 and not self.fsl), "cam.naive", self.naive,
+                     "true when cam.formulation=seam has lam > 0 or fsl (SEAM has no softmax CAMs)")
         _require(self.fsl_weight >= 0, "cam.fsl_weight", self.fsl_weight, "a number >= 0")
         _require(self.fsl_sigma_init > 0, "cam.fsl_sigma_init", self.fsl_sigma_init, "a number > 0")
         _require(
@@ -153,10 +168,10 @@ class CamConfig(TrainingConfig):
             ", ".join(NORMALIZATIONS),
         )
         _require(MIN_MASS <= self.fsl_mass < 1, "cam.fsl_mass", self.fsl_mass, f"{MIN_MASS} <= mass < 1")
+        _require(self.fsl_resize in RESIZERS, "cam.fsl_resize", self.fsl_resize, ", ".join(RESIZERS))
         _require(self.er_weight >= 0, "cam.er_weight", self.er_weight, "a number >= 0")
         _require(self.ecr_weight >= 0, "cam.ecr_weight", self.ecr_weight, "a number >= 0")
         _check_scales("cam.infer_scales", self.infer_scales)
-        _require(self.cam_source in CAM_SOURCES, "cam.cam_source", self.cam_source, ", ".join(CAM_SOURCES))
         _require(self.bg in BG_RULES, "cam.bg", self.bg, ", ".join(BG_RULES))
         _require(0 < self.bg_threshold < 1, "cam.bg_threshold", self.bg_threshold, "0 < bg_threshold < 1")
         _require(self.crf_alpha_low > 0, "cam.crf_alpha_low", self.crf_alpha_low, "a number > 0")

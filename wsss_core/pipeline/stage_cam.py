@@ -2,6 +2,7 @@
 build the CRF pseudo-labels for stage 2 and evaluate the CAM pseudo-labels."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from wsss_core.aggregation import classification_loss
-from wsss_core.cams import cam_pseudo_label, image_labels_with_background, normalize_cams
+from wsss_core.cams import cam_pseudo_label, image_labels_with_background
 from wsss_core.data import Batch, read_mask, write_mask
-from wsss_core.losses import FeatureSimilarityLoss, equivariant_cross_regularization, equivariant_regularization
+from wsss_core.formulations import FORMULATIONS, CamSettings, training_maps
+from wsss_core.losses import FeatureSimilarityLoss
 from wsss_core.models import CAMNet, build_backbone
 from wsss_core.pipeline import pool_tasks
 from wsss_core.pipeline.config import CamConfig
@@ -38,14 +39,12 @@ MODEL_NAME = "model.pt"
 
 
 class CAMTrainer(nn.Module):
-    """The CAM network with the learnable FSL parameters, trained together.
+    """The CAM network with the FSL parameters, trained together.
 
-    Loss per batch (Sec. 4.1, all weights 1 in the paper):
-      plain: L_cls(x) + w_fs * L_fs(x)
-      seam:  mean of L_cls over the two branches (x and x resized by seam_scale)
-             + w_fs * L_fs(x) + w_er * L_er + w_ecr * L_ecr (SEAM).
-    L_cls is Eq. 8 on the softmax CAMs (Eq. 1); L_fs is Eqs. 9-12 on the RGB
-    crop in [0, 1] and the probabilities of the first branch.
+    Loss per batch: the parts of cam.formulation (wsss_core.formulations) on
+    the branch x and, in mode "seam", the branch x resized by seam_scale, plus
+    fsl_weight * L_fs (Eqs. 9-12) on the RGB crop in [0, 1] and the first
+    branch's maps (softmax, or per-class sigmoid when naive).
     """
 
     def __init__(self, net: CAMNet, config: CamConfig, generator: torch.Generator) -> None:
@@ -53,8 +52,10 @@ class CAMTrainer(nn.Module):
         self.net = net
         self.config = config
         self.generator = generator
+        self.formulation = FORMULATIONS[config.formulation]
+        self.settings = CamSettings(**{f.name: getattr(config, f.name) for f in dataclasses.fields(CamSettings)})
         self.fsl = FeatureSimilarityLoss(
-            config.fsl_sigma_init, config.fsl_mu_init, config.fsl_mass,
+            config.fsl_sigma_init, config.fsl_mu_init, config.fsl_mass, config.fsl_resize,
             normalization=config.fsl_normalization, learn=config.fsl_learn,
         ) if config.fsl else None
 
@@ -64,34 +65,18 @@ class CAMTrainer(nn.Module):
             groups.append({"name": "fsl", "params": list(self.fsl.parameters()), "lr": lr * 10, "lr_mult": 10.0, "weight_decay": 0.0})
         return groups
 
-    def _cls(self, out: Any, labels: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        return classification_loss(
-            out.logits.float(), out.probs.float(), labels, lam=c.lam, pooling=c.pooling,
-            num_samples=c.num_samples, naive=c.naive, generator=self.generator,
-        )
-
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.config
         x = batch.image
         labels = image_labels_with_background(batch.labels.to(x.device))
         out = self.net(x)
-        parts: dict[str, torch.Tensor] = {}
+        out2 = None
         if c.mode == "seam":
-            x2 = F.interpolate(x, scale_factor=c.seam_scale, mode="bilinear", align_corners=True)
-            out2 = self.net(x2)
-            parts["cls"] = (self._cls(out, labels) + self._cls(out2, labels)) / 2
-            size = out2.probs.shape[-2:]
-            probs1 = F.interpolate(out.probs.float(), size, mode="bilinear", align_corners=True)
-            refined1 = F.interpolate(out.refined.float(), size, mode="bilinear", align_corners=True)
-            parts["er"] = c.er_weight * equivariant_regularization(probs1, out2.probs.float())
-            parts["ecr"] = c.ecr_weight * equivariant_cross_regularization(
-                probs1, refined1, out2.probs.float(), out2.refined.float()
-            )
-        else:
-            parts["cls"] = self._cls(out, labels)
+            out2 = self.net(F.interpolate(x, scale_factor=c.seam_scale, mode="bilinear", align_corners=True))
+        parts = self.formulation.loss(out, out2, labels, self.settings, self.generator)
         if self.fsl is not None:
-            parts["fsl"] = c.fsl_weight * self.fsl(batch.rgb.to(x.device), out.probs.float())
+            maps = training_maps(out.logits.float(), c.naive)
+            parts["fsl"] = c.fsl_weight * self.fsl(batch.rgb.to(x.device), maps)
         parts["loss"] = sum(parts.values())
         return parts
 
@@ -99,7 +84,7 @@ class CAMTrainer(nn.Module):
 def build_cam_net(config: CamConfig, num_classes: int, seed: int) -> CAMNet:
     torch.manual_seed(seed)
     return CAMNet(build_backbone(config.backbone, config.weights), num_classes, mode=config.mode,
-                  dropout=config.dropout, pcm_source=config.pcm_source)
+                  dropout=config.dropout, pcm_source=FORMULATIONS[config.formulation].pcm_source)
 
 
 def train(ctx: StageContext, work_dir: Path) -> dict[str, Any]:
@@ -133,7 +118,7 @@ def train(ctx: StageContext, work_dir: Path) -> dict[str, Any]:
 
 def load_cam_net(config: CamConfig, num_classes: int, stage_dir: Path, runtime: Any) -> CAMNet:
     net = CAMNet(build_backbone(config.backbone, None), num_classes, mode=config.mode,
-                 dropout=config.dropout, pcm_source=config.pcm_source)
+                 dropout=config.dropout, pcm_source=FORMULATIONS[config.formulation].pcm_source)
     net.load_state_dict(torch.load(stage_dir / MODEL_NAME, map_location="cpu", weights_only=True))
     return runtime.to_device(net).eval()
 
@@ -153,17 +138,16 @@ def read_cam(stage_dir: Path, split: str, name: str) -> tuple[np.ndarray, np.nda
 
 
 def infer_cams(ctx: StageContext, net: CAMNet, work_dir: Path) -> None:
-    """Label-conditioned, max-normalised multi-scale CAMs of every train image
+    """Label-conditioned, normalised multi-scale CAMs of every train image
     and of the evaluated val images -> cams/<split>/<name>.npz (float16).
 
-    Per forward pass the class maps (softmax, or the PCM-refined maps in SEAM
-    mode with cam_source "refined") are renormalised over the background and
-    the image's classes (equal to softmax_cams with labels, Eq. 1); the mean
-    over scales and flips is kept for the present classes and each map is
-    divided by its maximum (normalize_cams).
+    Per forward pass the formulation's maps of the background and the image's
+    classes (pixel_maps); their mean over scales and flips, foreground part,
+    through the formulation's finalize (icam: per-pixel non-max suppression
+    and max-normalisation; seam: min-max normalisation).
     """
     c, runtime = ctx.config.cam, ctx.runtime
-    use_refined = c.cam_source == "refined" and c.mode == "seam"
+    formulation = FORMULATIONS[c.formulation]
     for split in ("train", "val"):
         dataset = ctx.datasets[split]
         indices = range(len(dataset)) if split == "train" else ctx.eval_indices(split)
@@ -177,13 +161,11 @@ def infer_cams(ctx: StageContext, net: CAMNet, work_dir: Path) -> None:
             keep = torch.from_numpy(np.concatenate([[0], present]))
 
             def probs_fn(x: torch.Tensor, keep: torch.Tensor = keep) -> torch.Tensor:
-                out = net(x)
-                maps = (out.refined if use_refined else out.probs).float()[:, keep.to(x.device)]
-                return maps / maps.sum(dim=1, keepdim=True).clamp_min(1e-12)
+                return formulation.pixel_maps(net(x), keep.to(x.device), c.naive)
 
             probs = multiscale_probs(probs_fn, sample, scales=c.infer_scales, flip=c.infer_flip,
                                      mean=net.backbone.mean, std=net.backbone.std, runtime=runtime)
-            fg = normalize_cams(probs[1:]) if present.size else probs[1:]
+            fg = formulation.finalize(probs[1:]) if present.size else probs[1:]
             tmp = path.with_name(f".{path.stem}.tmp.npz")
             np.savez(tmp, fg=fg.numpy().astype(np.float16), present=present)
             tmp.replace(path)
