@@ -33,6 +33,24 @@ def test_backbone_returns_stride8_maps_of_stated_channels(name):
     assert len(backbone.mean) == len(backbone.std) == 3
 
 
+def test_efficientnet_output_stride_16_halves_the_last_three_maps():
+    backbone = build_backbone("efficientnet_lite0", weights=None, output_stride=16).eval()
+    x = torch.randn(1, 3, 42, 59)
+    with torch.no_grad():
+        stages = backbone.forward_stages(x)
+    assert backbone.stride == 16
+    assert tuple(s.shape[1] for s in stages) == backbone.stage_channels
+    stride16 = (math.ceil(42 / 16), math.ceil(59 / 16))
+    assert all(tuple(s.shape[-2:]) == stride16 for s in stages[-3:])
+
+
+def test_output_stride_outside_what_a_backbone_supports_is_one_line():
+    with pytest.raises(ValueError, match=r"output_stride=16 is invalid for resnet38d; allowed: 8"):
+        build_backbone("resnet38d", weights=None, output_stride=16)
+    with pytest.raises(ValueError, match=r"output_stride=32 is invalid for efficientnet_lite0; allowed: 8, 16"):
+        build_backbone("efficientnet_lite0", weights=None, output_stride=32)
+
+
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown backbone 'vgg'.*resnet_small"):
         build_backbone("vgg")

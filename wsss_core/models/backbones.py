@@ -1,4 +1,4 @@
-"""`build_backbone`: every backbone by name, output stride 8."""
+"""`build_backbone`: every backbone by name, output stride 8 (or 16)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,9 @@ from .base import Backbone
 BACKBONES = ("resnet_small", "resnet50", "resnet101", "resnet38d", "efficientnet_lite0")
 
 
-def build_backbone(name: str, weights: str | Path | None = "default") -> Backbone:
-    """Build a stride-8 backbone.
+def build_backbone(name: str, weights: str | Path | None = "default", output_stride: int = 8) -> Backbone:
+    """Build a backbone with output stride 8 (as the paper) or, for
+    efficientnet_lite0 only, 16 (one dilated stage fewer: cheaper CPU runs).
 
     weights: "default" (ImageNet for "efficientnet_lite0", random init for the
     others); None (random init); a local file path (a state dict with the
@@ -21,6 +22,10 @@ def build_backbone(name: str, weights: str | Path | None = "default") -> Backbon
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(BACKBONES)}")
+    allowed = (8, 16) if name == "efficientnet_lite0" else (8,)
+    if output_stride not in allowed:
+        raise ValueError(f"output_stride={output_stride!r} is invalid for {name}; "
+                         f"allowed: {', '.join(map(str, allowed))}")
     if weights == "default":
         weights = "imagenet" if name == "efficientnet_lite0" else None
     if name == "resnet_small":
@@ -43,4 +48,4 @@ def build_backbone(name: str, weights: str | Path | None = "default") -> Backbon
         return backbone
     from .efficientnet import EfficientNetLite0
 
-    return EfficientNetLite0(weights)
+    return EfficientNetLite0(weights, output_stride=output_stride)

@@ -11,17 +11,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Backbone(nn.Module):
-    """A feature extractor with output stride 8.
+    """A feature extractor with output stride `stride` (8, or 16 where built so).
 
     Subclasses implement `forward_stages`. Attributes:
+      stride: the output stride of the final map.
       out_channels: channels of the final map (= stage_channels[-1]).
       stage_channels: channels of each map `forward_stages` returns; the last
-        three maps are at stride 8 (AffinityNet and PCM use them).
+        three maps are at the output stride (AffinityNet and PCM use them).
       mean, std: the RGB normalisation the backbone expects (inputs in [0, 1]
         are normalised as (x - mean) / std before `forward`).
     """
 
     stage_channels: tuple[int, ...]
+    stride: int = 8
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -30,11 +32,11 @@ class Backbone(nn.Module):
         return self.stage_channels[-1]
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """x [B,3,H,W] -> list of feature maps, coarsest last (stride 8)."""
+        """x [B,3,H,W] -> list of feature maps, coarsest last (at `stride`)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B,3,H,W] -> [B, out_channels, ~H/8, ~W/8]."""
+        """x [B,3,H,W] -> [B, out_channels, ~H/stride, ~W/stride]."""
         return self.forward_stages(x)[-1]
 
     def load_weights(self, path: str | Path) -> None:

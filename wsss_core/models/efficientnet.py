@@ -8,9 +8,11 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 from .base import Backbone, load_strict, read_state_dict
 
-# Indices into EfficientNet-Lite0's 16 MBConv blocks.
-_STAGE_ENDS = (2, 4, 10)  # last block at stride 4 (24 ch), 8 (40 ch), 8 after dilation (112 ch)
-_DILATED_FROM = (5, 11)  # first blocks of the two stride-2 stages that become stride 1
+# Indices into EfficientNet-Lite0's 16 MBConv blocks, per output stride.
+# Stage ends: the blocks whose outputs `forward_stages` returns (before the head conv).
+_STAGE_ENDS = {8: (2, 4, 10), 16: (4, 7, 10)}  # 8: 24 ch s4, 40 ch s8, 112 ch s8; 16: 40 ch s8, 80, 112 ch s16
+# First blocks of the stride-2 stages that become stride 1 (dilated).
+_DILATED_FROM = {8: (5, 11), 16: (11,)}
 
 
 def imagenet_weights_path() -> Path:
@@ -26,7 +28,8 @@ class EfficientNetLite0(Backbone):
     two last stride-2 stages get stride 1, and every later block's dilation
     doubles (2, then 4); the first block of each such stage keeps the previous
     dilation. `forward_stages` -> [24 ch at stride 4, 40, 112, 1280 (the head
-    conv) at stride 8]. TF-style 'same' padding is computed per input, so any
+    conv) at stride 8]. output_stride 16 dilates the last stride-2 stage only:
+    [40 ch at stride 8, 80, 112, 1280 at stride 16]. TF-style 'same' padding is computed per input, so any
     input size works. Input normalisation: the TF Lite models' (x - 0.5) / 0.5
     on RGB in [0, 1] (`mean`/`std`).
 
@@ -38,10 +41,13 @@ class EfficientNetLite0(Backbone):
     mean = (0.5, 0.5, 0.5)
     std = (0.5, 0.5, 0.5)
 
-    def __init__(self, weights: str | Path | None = "imagenet"):
+    def __init__(self, weights: str | Path | None = "imagenet", output_stride: int = 8):
         super().__init__()
         self.net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-        self.stage_channels = (24, 40, 112, self.net._bn1.num_features)
+        self.stride = output_stride
+        self._stage_ends = _STAGE_ENDS[output_stride]
+        widths = {2: 24, 4: 40, 7: 80, 10: 112}
+        self.stage_channels = (*(widths[i] for i in self._stage_ends), self.net._bn1.num_features)
         self._dilate()
         if weights is not None:
             path = imagenet_weights_path() if weights == "imagenet" else Path(weights)
@@ -52,7 +58,7 @@ class EfficientNetLite0(Backbone):
         dilation = 1
         for index, block in enumerate(self.net._blocks):
             conv = block._depthwise_conv
-            if index in _DILATED_FROM:
+            if index in _DILATED_FROM[self.stride]:
                 conv.stride = [1, 1]
                 conv.dilation = (dilation, dilation)
                 dilation *= 2
@@ -60,14 +66,15 @@ class EfficientNetLite0(Backbone):
                 conv.dilation = (dilation, dilation)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """x [B,3,H,W] -> [[B,24,H/4,W/4], [B,40,H/8,W/8], [B,112,..], [B,1280,..]] (ceil sizes)."""
+        """x [B,3,H,W] -> [[B,24,H/4,W/4], [B,40,H/8,W/8], [B,112,..], [B,1280,..]] (ceil sizes; see
+        the class docstring for output stride 16)."""
         net = self.net
         x = net._swish(net._bn0(net._conv_stem(x)))
         maps = []
         rate = net._global_params.drop_connect_rate or 0.0
         for index, block in enumerate(net._blocks):
             x = block(x, drop_connect_rate=rate * index / len(net._blocks))
-            if index in _STAGE_ENDS:
+            if index in self._stage_ends:
                 maps.append(x)
         maps.append(net._swish(net._bn1(net._conv_head(x))))
         return maps

@@ -43,7 +43,7 @@ def train(ctx: StageContext, cam_dir: Path, work_dir: Path) -> dict[str, Any]:
     c, runtime = ctx.config.affinity, ctx.runtime
     seed = derived_seed(runtime.seed, STAGE_INDEX)
     torch.manual_seed(seed)
-    model = runtime.to_device(AffinityNet(build_backbone(c.backbone, c.weights), radius=c.radius))
+    model = runtime.to_device(AffinityNet(build_backbone(c.backbone, c.weights, c.output_stride), radius=c.radius))
     dataset = PseudoLabelView(ctx.datasets["train"], cam_dir / "labels" / "train")
     return fit_on_pseudo_labels(
         name="affinity", model=model, dataset=dataset, step_fn=lambda b: affinity_step(model, b), train=c, seed=seed,
@@ -55,19 +55,20 @@ def train(ctx: StageContext, cam_dir: Path, work_dir: Path) -> dict[str, Any]:
 def propagate(model: AffinityNet, sample: Sample, fg: np.ndarray, present: np.ndarray, c: AffinityConfig,
               runtime: Runtime) -> np.ndarray:
     """Random walk of one image's CAMs (psa's infer_aff): background
-    (1 - max fg)^rw_alpha, CAMs average-pooled to the stride-8 map of the
+    (1 - max fg)^rw_alpha, CAMs average-pooled to the backbone-stride map of the
     padded image, propagated with T = D^-1 A^beta for `iterations` steps,
     upsampled, cropped; -> uint8 label [H,W] (argmax over bg + present classes)."""
     height, width = sample.image.shape[:2]
-    x = pad_to_multiple(EvalTransform(1.0, model.backbone.mean, model.backbone.std)(sample).image[None])
+    stride = model.backbone.stride
+    x = pad_to_multiple(EvalTransform(1.0, model.backbone.mean, model.backbone.std)(sample).image[None], stride)
     with runtime.autocast():
         affinity = model.affinity(runtime.images(x)).float()
     cams = torch.from_numpy(fg)
     bg = (1 - cams.max(dim=0, keepdim=True).values) ** c.rw_alpha if fg.shape[0] else torch.ones(1, height, width)
-    full = pad_to_multiple(torch.cat([bg, cams])[None])
-    feat_hw = (full.shape[-2] // 8, full.shape[-1] // 8)
+    full = pad_to_multiple(torch.cat([bg, cams])[None], stride)
+    feat_hw = (full.shape[-2] // stride, full.shape[-1] // stride)
     if feat_hw[0] * feat_hw[1] != affinity.shape[-1]:
-        raise ValueError(f"affinity map has {affinity.shape[-1]} pixels; expected {feat_hw[0]} x {feat_hw[1]} (stride 8)")
+        raise ValueError(f"affinity map has {affinity.shape[-1]} pixels; expected {feat_hw[0]} x {feat_hw[1]} (stride {stride})")
     small = F.adaptive_avg_pool2d(full, feat_hw).to(runtime.device)
     walked = random_walk(small, affinity, beta=c.beta, iterations=c.iterations)
     walked = F.interpolate(walked, full.shape[-2:], mode="bilinear", align_corners=False)[0, :, :height, :width]
@@ -78,7 +79,7 @@ def propagate(model: AffinityNet, sample: Sample, fg: np.ndarray, present: np.nd
 def infer_labels(ctx: StageContext, cam_dir: Path, work_dir: Path) -> None:
     """Refined labels of every train image and the evaluated val images -> labels/<split>/*.png."""
     c, runtime = ctx.config.affinity, ctx.runtime
-    model = AffinityNet(build_backbone(c.backbone, None), radius=c.radius)
+    model = AffinityNet(build_backbone(c.backbone, None, c.output_stride), radius=c.radius)
     model.load_state_dict(torch.load(work_dir / MODEL_NAME, map_location="cpu", weights_only=True))
     model = runtime.to_device(model).eval()
     for split in ("train", "val"):

@@ -83,7 +83,7 @@ class CAMTrainer(nn.Module):
 
 def build_cam_net(config: CamConfig, num_classes: int, seed: int) -> CAMNet:
     torch.manual_seed(seed)
-    return CAMNet(build_backbone(config.backbone, config.weights), num_classes, mode=config.mode,
+    return CAMNet(build_backbone(config.backbone, config.weights, config.output_stride), num_classes, mode=config.mode,
                   dropout=config.dropout, pcm_source=FORMULATIONS[config.formulation].pcm_source)
 
 
@@ -117,7 +117,7 @@ def train(ctx: StageContext, work_dir: Path) -> dict[str, Any]:
 
 
 def load_cam_net(config: CamConfig, num_classes: int, stage_dir: Path, runtime: Any) -> CAMNet:
-    net = CAMNet(build_backbone(config.backbone, None), num_classes, mode=config.mode,
+    net = CAMNet(build_backbone(config.backbone, None, config.output_stride), num_classes, mode=config.mode,
                  dropout=config.dropout, pcm_source=FORMULATIONS[config.formulation].pcm_source)
     net.load_state_dict(torch.load(stage_dir / MODEL_NAME, map_location="cpu", weights_only=True))
     return runtime.to_device(net).eval()

@@ -24,7 +24,8 @@ from wsss_core.pipeline.config import RuntimeConfig, TrainingConfig
 @dataclass(frozen=True)
 class Runtime:
     """Resolved runtime: device, AMP / channels_last (CUDA only), seed, loader
-    workers, whether to draw progress bars, and the run's logger."""
+    workers, whether to draw progress bars, the run's logger, and what to call
+    after each epoch checkpoint is written (e.g. upload it to a shared store)."""
 
     device: torch.device
     amp: bool
@@ -33,6 +34,7 @@ class Runtime:
     loader_workers: int
     progress: bool
     log: logging.Logger
+    on_checkpoint: Callable[[], None] | None = None
 
     @classmethod
     def from_config(cls, config: RuntimeConfig, *, progress: bool, log: logging.Logger) -> Runtime:
@@ -105,9 +107,16 @@ def steps_per_epoch(num_items: int, batch_size: int) -> int:
 
 def build_optimizer(param_groups: list[dict], kind: str = "sgd", momentum: float = 0.9) -> torch.optim.Optimizer:
     """SGD with `momentum` (reference; see TrainingConfig.momentum) or Adam over the
-    models' groups, each with its own lr, lr_mult and weight_decay."""
+    models' groups, each with its own lr, lr_mult and weight_decay.
+
+    Adam drops the groups' lr multipliers (all at the base lr): psa/SEAM's x10/x20
+    for new layers make up for SGD's small gradients there, but Adam's step does
+    not scale with the gradient, so they become 10-20x larger steps, which killed
+    every ReLU of the demo's DeepLab head (constant logits: background everywhere).
+    """
     if kind == "adam":
-        return torch.optim.Adam(param_groups, lr=param_groups[0]["lr"])
+        groups = [{**g, "lr": g["lr"] / g.get("lr_mult", 1.0), "lr_mult": 1.0} for g in param_groups]
+        return torch.optim.Adam(groups, lr=groups[0]["lr"])
     return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=momentum)
 
 
@@ -192,6 +201,8 @@ def fit(
         state.epoch = epoch + 1
         state.seconds += time.perf_counter() - started
         save_checkpoint(path, state, model, optimizer, scaler, generator)
+        if runtime.on_checkpoint is not None:
+            runtime.on_checkpoint()
         runtime.log.info(
             "%s epoch %d/%d: %s", name, state.epoch, train.epochs,
             ", ".join(f"{k} {v:.4f}" for k, v in means.items()),
