@@ -1,32 +1,69 @@
-"""Content-addressed storage of stage outputs.
+"""Content-addressed storage of stage outputs, and who computes a missing one.
 
 A stage's key hashes its own config, its upstream stage's key, the dataset
-identity and the code version (a hash of every wsss_core source file), so any
-change upstream or in the code gives a new key and an unchanged prefix of the
-pipeline is reused. Layout under the cache root::
+identity (incl. the contents of a labels file), the contents of local weight
+files, and the code version: the wsss_core sources with docstrings, comments
+and formatting left out, plus the versions of the libraries that compute
+(torch, numpy, ...). A change upstream or in the code gives a new key; an
+unchanged prefix of the pipeline is reused.
+
+Two small interfaces keep the pipeline free of any cluster machinery:
+
+- `StageStore`: where finished outputs and work in progress live. Its folders
+  are local paths; a store on an object store (the study layer's) downloads
+  finished outputs and uploads epoch checkpoints and published outputs.
+- `StageLeases`: who may compute a key now. `hold(stage, key)` returns once
+  this process holds the key's lease.
+
+`LocalStageStore` + `FileLeases` (an fcntl lock) are the defaults for one
+machine. Layout under their root::
 
     stages/<stage>/<key>/           finished outputs (appears by atomic rename)
     stages/<stage>/<key>.partial/   work in progress, epoch checkpoints (resume)
     stages/<stage>/<key>.lock       fcntl lock held by the process doing the work
-
-Two runs racing for one key serialise on the lock: the second waits, then
-finds the finished folder and reuses it. A killed run leaves the partial
-folder (and releases the lock with its process), so the next run resumes.
 """
 from __future__ import annotations
 
+import ast
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 CACHE_ENV = "WSSS_CACHE"
 KEY_LENGTH = 20
+LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "numba", "opencv-python-headless", "pydensecrf2", "pillow")
+"""Distributions whose versions enter every stage key."""
+
+
+class StageStore(Protocol):
+    """Finished stage outputs and work in progress, by (stage, key)."""
+
+    def fetch(self, stage: str, key: str) -> Path | None:
+        """The local folder of the finished outputs, or None when not finished."""
+
+    def work_dir(self, stage: str, key: str) -> Path:
+        """A local folder to compute in, holding any saved progress (call while holding the lease)."""
+
+    def save_progress(self, stage: str, key: str) -> None:
+        """Persist the work folder's progress (called after every epoch checkpoint)."""
+
+    def publish(self, stage: str, key: str, drop: tuple[str, ...] = ()) -> Path:
+        """Publish the work folder (less `drop`) as the finished outputs; their local folder."""
+
+
+class StageLeases(Protocol):
+    """Who computes a stage: one holder per key at a time."""
+
+    def hold(self, stage: str, key: str) -> AbstractContextManager[None]:
+        """Wait for and hold the key's lease for the `with` block."""
 
 
 def default_cache_dir() -> Path:
@@ -35,13 +72,53 @@ def default_cache_dir() -> Path:
 
 
 def code_version() -> str:
-    """sha256 over the paths and contents of every wsss_core/**/*.py (16 hex)."""
+    """Hash (16 hex) of every wsss_core/**/*.py as parsed code (docstrings,
+    comments and formatting left out) and of the library versions (LIBRARIES)."""
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
+        digest.update(_code_fingerprint(path.read_bytes()))
+    digest.update(json.dumps(library_versions(), sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str | None]:
+    """{distribution: installed version or None} of LIBRARIES."""
+    versions: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _code_fingerprint(source: bytes) -> bytes:
+    """The AST of a module without docstrings (ast.dump drops comments and layout)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False).encode()
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (20 hex) of a file's contents, remembered per (path, size, mtime)."""
+    stat = Path(path).stat()
+    return _file_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:KEY_LENGTH]
 
 
 def hash_json(value: Any) -> str:
@@ -55,47 +132,62 @@ def stage_key(stage: str, stage_config: dict, upstream: str | None, dataset: str
     return hash_json({"stage": stage, "config": stage_config, "upstream": upstream, "dataset": dataset, "code": code})
 
 
-class StageSlot:
-    """The cache entry of one (stage, key): its final, partial and lock paths."""
+class LocalStageStore:
+    """A StageStore in one folder every process of the run can reach (see module doc)."""
 
-    def __init__(self, root: str | Path, stage: str, key: str) -> None:
-        base = Path(root) / "stages" / stage
-        self.key = key
-        self.final = base / key
-        self.partial = base / f"{key}.partial"
-        self.lock_path = base / f"{key}.lock"
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
 
-    def is_done(self) -> bool:
-        return self.final.is_dir()
+    def _base(self, stage: str, key: str) -> Path:
+        return self.root / "stages" / stage / key
+
+    def fetch(self, stage: str, key: str) -> Path | None:
+        final = self._base(stage, key)
+        return final if final.is_dir() else None
+
+    def work_dir(self, stage: str, key: str) -> Path:
+        partial = self._base(stage, key).with_name(f"{key}.partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        return partial
+
+    def save_progress(self, stage: str, key: str) -> None:
+        """Nothing to do: the work folder is the store."""
+
+    def publish(self, stage: str, key: str, drop: tuple[str, ...] = ()) -> Path:
+        """Delete `drop` from the partial folder and rename it to the final one."""
+        partial, final = self.work_dir(stage, key), self._base(stage, key)
+        remove_names(partial, drop)
+        os.rename(partial, final)
+        return final
+
+
+class FileLeases:
+    """StageLeases through an fcntl lock file per key under `root` (one machine,
+    or a file system that honours fcntl locks across machines)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
 
     @contextmanager
-    def claim(self) -> Iterator[bool]:
-        """Hold the key's exclusive lock (waiting for another holder); yields
-        True when the finished outputs already exist (a cache hit)."""
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+") as handle:
+    def hold(self, stage: str, key: str) -> Iterator[None]:
+        path = self.root / "stages" / stage / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
-                yield self.is_done()
+                yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def work_dir(self) -> Path:
-        """The partial folder (created); only valid while holding `claim`."""
-        self.partial.mkdir(parents=True, exist_ok=True)
-        return self.partial
 
-    def commit(self, drop: tuple[str, ...] = ()) -> Path:
-        """Publish the partial folder as the final one by an atomic rename,
-        after deleting the names in `drop` (e.g. resume checkpoints)."""
-        for name in drop:
-            target = self.partial / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-        os.rename(self.partial, self.final)
-        return self.final
+def remove_names(folder: Path, names: tuple[str, ...]) -> None:
+    """Delete the files or folders `names` directly under `folder`, if present."""
+    for name in names:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -3,6 +3,7 @@ content-addressed cache when its key matches, resumed from its last epoch
 checkpoint when a previous run was killed."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -18,7 +19,10 @@ from tqdm import tqdm
 
 from wsss_core.data import build_dataset
 from wsss_core.pipeline import stage_affinity, stage_cam, stage_segmentation
-from wsss_core.pipeline.cache import StageSlot, atomic_write_text, code_version, default_cache_dir, hash_json, stage_key
+from wsss_core.pipeline.cache import (
+    FileLeases, LocalStageStore, StageLeases, StageStore, atomic_write_text, code_version, default_cache_dir,
+    file_digest, hash_json, stage_key,
+)
 from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME
 from wsss_core.pipeline.config import PipelineConfig, config_to_dict, load_config
 from wsss_core.pipeline.context import StageContext, read_stage_metrics
@@ -73,14 +77,18 @@ def run_pipeline(
     on_stage_end: Callable[[StageResult], None] | None = None,
     progress: bool = True,
     overrides: list[str] | None = None,
+    store: StageStore | None = None,
+    leases: StageLeases | None = None,
 ) -> PipelineResult:
     """Run (or reuse) the three stages and write out_dir/{metrics.json,
     pipeline.log, config.yaml, overlays/<stage>/*.png}.
 
     config: a PipelineConfig, a dict or a YAML path (see load_config);
     overrides: "section.key=value" strings on top. cache_dir: stage outputs
-    (default $WSSS_CACHE or ~/.cache/wsss). on_stage_end(StageResult) is called
-    after every stage, cache hits included.
+    (default $WSSS_CACHE or ~/.cache/wsss) and generated data. store / leases:
+    where stage outputs live and who computes a missing one (default: a
+    LocalStageStore and FileLeases on cache_dir; a cluster passes its own).
+    on_stage_end(StageResult) is called after every stage, cache hits included.
 
     Inputs are checked first (config, folders, every data file, crop sizes):
     a bad one raises ConfigError, DataError or FileNotFoundError before
@@ -103,7 +111,8 @@ def run_pipeline(
         (out / METRICS_NAME).unlink(missing_ok=True)
         log, handlers = _open_log(out, progress)
         try:
-            return _run_stages(cfg, datasets, out, cache_root, on_stage_end, progress, log)
+            cache = (store or LocalStageStore(cache_root), leases or FileLeases(cache_root))
+            return _run_stages(cfg, datasets, out, cache, on_stage_end, progress, log)
         except Interrupted as error:
             log.error("pipeline %s; rerun the same command to resume", error)
             raise
@@ -120,7 +129,7 @@ def _run_stages(
     cfg: PipelineConfig,
     datasets: dict[str, Any],
     out: Path,
-    cache_root: Path,
+    cache: tuple[StageStore, StageLeases],
     on_stage_end: Callable[[StageResult], None] | None,
     progress: bool,
     log: logging.Logger,
@@ -133,13 +142,13 @@ def _run_stages(
     code = code_version()
     keys = _stage_keys(cfg, datasets, code)
     log.info("pipeline: %d train / %d val images, K=%d classes, device %s, code %s, cache %s",
-             len(datasets["train"]), len(datasets["val"]), num_classes, runtime.device, code, cache_root)
+             len(datasets["train"]), len(datasets["val"]), num_classes, runtime.device, code, cache[0])
     results: list[StageResult] = []
     with ImagePool(cfg.eval.workers) as pool:
         ctx = StageContext(cfg, runtime, pool, datasets, num_classes)
         dirs: dict[str, Path] = {}
         for index, stage in enumerate(STAGES, start=1):
-            result, dirs[stage] = _run_stage(ctx, stage, index, keys[stage], cache_root, dirs, log)
+            result, dirs[stage] = _run_stage(ctx, stage, index, keys[stage], cache, dirs, log)
             if stage != "cam":
                 result = StageResult(**{**asdict(result), "learned": results[0].learned})
             _copy_overlays(dirs[stage] / "overlays", out / "overlays" / stage)
@@ -157,31 +166,45 @@ def _metrics_text(results: list[StageResult]) -> str:
 
 
 def _run_stage(
-    ctx: StageContext, stage: str, index: int, key: str, cache_root: Path, dirs: dict[str, Path], log: logging.Logger
+    ctx: StageContext, stage: str, index: int, key: str, cache: tuple[StageStore, StageLeases],
+    dirs: dict[str, Path], log: logging.Logger,
 ) -> tuple[StageResult, Path]:
-    slot = StageSlot(cache_root, stage, key)
+    """Reuse the finished outputs of `key`, else take its lease and compute them
+    (resuming saved progress), unless another holder finished them meanwhile."""
+    store, leases = cache
     start = time.perf_counter()
-    with slot.claim() as done:
-        if done:
-            log.info("%s: cache hit %s (%s)", stage, key, slot.final)
-        else:
-            log.info("%s: computing %s", stage, key)
-            work = slot.work_dir()
-            if stage == "cam":
-                stage_cam.run(ctx, work)
-            elif stage == "affinity":
-                stage_affinity.run(ctx, dirs["cam"], work)
-            else:
-                stage_segmentation.run(ctx, dirs["cam"], dirs["affinity"], work)
-            slot.commit(drop=(CHECKPOINT_NAME,))
+    final, done = store.fetch(stage, key), True
+    if final is None:
+        with leases.hold(stage, key):
+            final = store.fetch(stage, key)
+            if final is None:
+                final, done = _compute_stage(ctx, stage, key, store, dirs, log), False
+    if done:
+        log.info("%s: cache hit %s (%s)", stage, key, final)
     seconds = time.perf_counter() - start
-    stored = read_stage_metrics(slot.final)
+    stored = read_stage_metrics(final)
     learned = stored["learned"] or {"fsl_sigma": None, "fsl_mu": None}
     result = StageResult(stage, index, stored["splits"], seconds, done, key, learned, stored["extra"])
     val = result.metrics.get("val", {})
     log.info("%s done in %.1f s%s: val mIoU %.4f, contour F %.4f", stage, seconds, " (cache hit)" if done else "",
              val.get("miou", float("nan")), val.get("contour_f", float("nan")))
-    return result, slot.final
+    return result, final
+
+
+def _compute_stage(
+    ctx: StageContext, stage: str, key: str, store: StageStore, dirs: dict[str, Path], log: logging.Logger
+) -> Path:
+    log.info("%s: computing %s", stage, key)
+    work = store.work_dir(stage, key)
+    runtime = dataclasses.replace(ctx.runtime, on_checkpoint=lambda: store.save_progress(stage, key))
+    ctx = dataclasses.replace(ctx, runtime=runtime)
+    if stage == "cam":
+        stage_cam.run(ctx, work)
+    elif stage == "affinity":
+        stage_affinity.run(ctx, dirs["cam"], work)
+    else:
+        stage_segmentation.run(ctx, dirs["cam"], dirs["affinity"], work)
+    return store.publish(stage, key, drop=(CHECKPOINT_NAME,))
 
 
 def _stage_keys(cfg: PipelineConfig, datasets: dict[str, Any], code: str) -> dict[str, str]:
@@ -193,20 +216,32 @@ def _stage_keys(cfg: PipelineConfig, datasets: dict[str, Any], code: str) -> dic
         "runtime": {k: sections["runtime"][k] for k in ("seed", "amp", "channels_last")},
     }
     identity = _dataset_identity(cfg, datasets)
-    cam = stage_key("cam", {"cam": sections["cam"], "crf": sections["crf"], **shared}, None, identity, code)
-    affinity = stage_key("affinity", {"affinity": sections["affinity"], **shared}, cam, identity, code)
+    weights = {name: _weights_digest(sections[name].get("weights")) for name in STAGES}
+    cam = stage_key("cam", {"cam": sections["cam"], "crf": sections["crf"], "weights": weights["cam"], **shared},
+                    None, identity, code)
+    affinity = stage_key("affinity", {"affinity": sections["affinity"], "weights": weights["affinity"], **shared},
+                         cam, identity, code)
     segmentation = stage_key(
-        "segmentation", {"segmentation": sections["segmentation"], "crf": sections["crf"], **shared},
+        "segmentation", {"segmentation": sections["segmentation"], "crf": sections["crf"],
+                         "weights": weights["segmentation"], **shared},
         affinity, identity, code,
     )
     return {"cam": cam, "affinity": affinity, "segmentation": segmentation}
 
 
+def _weights_digest(weights: Any) -> str | None:
+    """Contents hash of a local weights file (None for names such as "default")."""
+    return file_digest(weights) if isinstance(weights, str) and Path(weights).is_file() else None
+
+
 def _dataset_identity(cfg: PipelineConfig, datasets: dict[str, Any]) -> str:
     """Hash of the data config (the generated folder's path left out for
-    synthetic data), the resolved root and the image ids of both splits."""
+    synthetic data), the resolved root, the image ids of both splits and the
+    contents of a labels file (label_source)."""
     data = config_to_dict(cfg)["data"]
     identity: dict[str, Any] = {"data": data}
+    if Path(str(cfg.data.label_source)).is_file():
+        identity["labels"] = file_digest(cfg.data.label_source)
     if not (cfg.data.kind == "synthetic" and cfg.data.root is None):
         identity["root"] = str(Path(getattr(datasets["train"], "root", cfg.data.root)).resolve())
     for split, dataset in datasets.items():
