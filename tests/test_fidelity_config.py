@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from study.spec import expand_grid, load_spec
 from wsss_core.pipeline.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,3 +44,29 @@ def test_bad_fidelity_values_are_refused_with_one_line(override: dict, fragment:
     with pytest.raises(ConfigError) as error:
         load_config(override)
     assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+AUTHORS_SPECS = ["fig2_gmp_lambda_fsl", "fig3_gap_lambda_fsl", "figs5_8_fine_lambda", "table1_coco", "table6_num_samples"]
+
+
+def _trial_configs(name: str):
+    spec = load_spec(REPO / "search_spaces" / f"{name}.yaml")
+    return [load_config(spec.pipeline_dict(point)) for point in expand_grid(spec)]
+
+
+@pytest.mark.parametrize("name", AUTHORS_SPECS)
+def test_paper_figure_and_table_specs_run_the_authors_code(name: str) -> None:
+    for cfg in _trial_configs(name):
+        cam = cfg.cam
+        assert (cam.formulation, cam.mode, cam.momentum, cam.bce_eps, cam.bce_background) == ("icam", "seam", 5e-4, 1e-3, ("gmp",))
+        assert (cam.fsl_normalization, cam.fsl_mu_init, cam.fsl_learn, cam.bg) == ("pixels", 2.5, False, "one_minus_sum")
+        assert (cfg.affinity.lr, cfg.affinity.momentum, cfg.segmentation.momentum) == (0.01, 5e-4, 0.9)
+
+
+def test_table2_and_table5_compare_seam_with_the_authors_code() -> None:
+    table2 = [(c.cam.formulation, c.cam.lam, c.cam.fsl, c.cam.crf_alpha_high) for c in _trial_configs("table2_seam_baseline")]
+    assert table2 == [("seam", 0.0, False, 24.0), ("icam", 0.8, True, 4.0)]
+    table5 = [(c.cam.formulation, c.cam.lam, c.cam.fsl, c.cam.naive) for c in _trial_configs("table5_naive")]
+    assert table5 == [("seam", 0.0, False, True), ("seam", 0.0, True, True), ("seam", 0.8, False, True),
+                      ("seam", 0.8, True, True), ("icam", 0.8, True, False)]
+    assert len(set(table5)) == len(table5)
