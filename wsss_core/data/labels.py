@@ -14,6 +14,7 @@ Labels-file formats, chosen by suffix:
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def _one_hot(classes: list[int], num_foreground: int, path: Path) -> np.ndarray:
 def _read_npy(path: Path, num_foreground: int) -> dict[str, np.ndarray]:
     try:
         loaded = np.load(path, allow_pickle=True)
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
         raise DataError(f"{path}: not a readable .npy file ({str(error).splitlines()[0]})") from None
     table = loaded.item() if loaded.dtype == object and loaded.shape == () else None
     if not isinstance(table, dict):
