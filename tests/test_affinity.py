@@ -83,6 +83,28 @@ def test_pair_affinity_is_exp_of_mean_l1_distance():
             torch.testing.assert_close(aff[0, p, y, x], torch.as_tensor(value), atol=1e-6, rtol=0)
 
 
+def test_pair_affinity_gradient_matches_finite_differences():
+    features = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f: pair_affinity(f, radius=3), (features,))
+
+
+def test_pair_affinity_keeps_nothing_per_offset_for_backward():
+    """Autograd saves the features and [B,P,h,w]-sized tensors only, not one
+    [B,C,h,w] difference per offset (34 of them at radius 5)."""
+    features = torch.randn(2, 64, 12, 12, requires_grad=True)
+    saved = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        pairs = pair_affinity(features, radius=5)
+    assert sum(saved) <= features.numel() + 3 * pairs.numel()
+    pairs.sum().backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0
+
+
 @pytest.fixture(scope="module")
 def affinity_net() -> AffinityNet:
     torch.manual_seed(0)

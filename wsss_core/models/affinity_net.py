@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .base import Backbone
 from .param_groups import reference_param_groups
@@ -63,17 +64,51 @@ def affinity_labels(
     return bg_pos[:, 0], fg_pos[:, 0], neg[:, 0]
 
 
+class _PairL1(torch.autograd.Function):
+    """features [B,C,h,w] -> [B,P,h,w]: mean_c |f(y, x) - f((y, x) + d_p)|, the
+    partner 0 beyond the map. Saves only the features and recomputes each
+    offset's difference in backward (autograd would keep P of them), and
+    reuses one [B,C,h,w] buffer for all offsets."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, radius: int) -> torch.Tensor:
+        ctx.radius = radius
+        ctx.save_for_backward(features)
+        h, w = features.shape[-2:]
+        r = radius - 1
+        padded = F.pad(features, (r, r, 0, r))
+        buffer = torch.empty_like(features)
+        distances = [
+            torch.sub(features, padded[..., dy : dy + h, r + dx : r + dx + w], out=buffer).abs_().mean(dim=1)
+            for dy, dx in pair_offsets(radius)
+        ]
+        return torch.stack(distances, dim=1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (features,) = ctx.saved_tensors
+        c, h, w = features.shape[-3:]
+        r = ctx.radius - 1
+        padded = F.pad(features, (r, r, 0, r))
+        grad_padded = torch.zeros_like(padded)
+        grad_features = grad_padded[..., :h, r : r + w]  # where the features sit in the padded map
+        buffer = torch.empty_like(features)
+        grad = grad / c
+        for p, (dy, dx) in enumerate(pair_offsets(ctx.radius)):
+            partner = (..., slice(dy, dy + h), slice(r + dx, r + dx + w))
+            torch.sub(features, padded[partner], out=buffer).sign_().mul_(grad[:, p, None])
+            grad_features += buffer
+            grad_padded[partner] -= buffer
+        return grad_features, None
+
+
 def pair_affinity(features: torch.Tensor, radius: int = 5) -> torch.Tensor:
     """features [B,C,h,w] -> a [B,P,h,w] = exp(-mean_c |f_i - f_j|) (psa Eq. 3)
-    for each pair; out-of-map pairs are 0. One offset at a time, so autograd
-    keeps one [B,C,h,w] difference per offset and nothing larger."""
+    for each pair; out-of-map pairs are 0. Shifted slices, one offset at a
+    time; autograd keeps the features and the [B,P,h,w] result, nothing per offset."""
     h, w = features.shape[-2:]
-    r = radius - 1
-    padded = F.pad(features, (r, r, 0, r))
-    distances = [
-        (features - padded[..., dy : dy + h, r + dx : r + dx + w]).abs().mean(dim=1) for dy, dx in pair_offsets(radius)
-    ]
-    return torch.exp(-torch.stack(distances, dim=1)) * _pair_valid(h, w, radius, features.device)
+    return torch.exp(-_PairL1.apply(features, radius)) * _pair_valid(h, w, radius, features.device)
 
 
 def affinity_loss(
