@@ -224,7 +224,7 @@ def _exploded_parameter(model: nn.Module, limit: float = EXPLODED) -> str | None
     an inf or a magnitude above `limit`, else None (one device sync)."""
     named = [(n, p) for n, p in model.named_parameters() if p.numel()]
     peaks = torch.stack([p.detach().abs().max().float() for _, p in named])
-    bad = ~(peaks <= limit)  # NaN compares False
+    bad = ~(torch.isfinite(peaks) & (peaks <= limit))
     if not bool(bad.any()):
         return None
     index = int(bad.nonzero()[0])
