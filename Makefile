@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/fsl.py
 	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/random_walk.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/study.py
 
