@@ -1,5 +1,7 @@
-"""DeepLab-v1 (LargeFOV head) for stage 3."""
+"""DeepLab-v1 for stage 3, with the head chosen by name (``HEADS``)."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -8,15 +10,57 @@ from .base import Backbone
 from .param_groups import reference_param_groups
 
 
+BN_MOMENTUM = 3e-4  # arvijj/icam voc/config_voc2012.py TRAIN_BN_MOM
+
+
+def largefov_head(in_channels: int, channels: int, num_classes: int, dilation: int, dropout: float) -> nn.Sequential:
+    """3x3 conv (dilation, bias) -> ReLU -> Dropout2d -> 3x3 conv (dilation, bias) to K; Xavier init."""
+    head = nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(dropout),
+        nn.Conv2d(channels, num_classes, 3, padding=dilation, dilation=dilation),
+    )
+    for m in head:
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return head
+
+
+def bn_head(in_channels: int, channels: int, num_classes: int, dilation: int, dropout: float) -> nn.Sequential:
+    """arvijj/icam lib/net/deeplabv1.py: 3x3 conv (dilation, no bias) -> BN -> ReLU
+    -> 1x1 conv (no bias) -> BN -> ReLU -> Dropout -> 1x1 conv (bias) to K;
+    Kaiming (fan_out) init, BN momentum 3e-4."""
+    head = nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(channels, momentum=BN_MOMENTUM),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, 1, bias=False),
+        nn.BatchNorm2d(channels, momentum=BN_MOMENTUM),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Conv2d(channels, num_classes, 1),
+    )
+    for m in head:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return head
+
+
+HEADS: dict[str, Callable[[int, int, int, int, float], nn.Sequential]] = {"largefov": largefov_head, "bn": bn_head}
+"""(in_channels, head_channels, num_classes, dilation, dropout) -> head module."""
+
+
 class DeepLabV1(nn.Module):
-    """DeepLab-v1 as the reference ResNet-38 DeepLab used by SEAM: the stride-8
-    backbone map -> 3x3 conv (dilation 12, `head_channels`=512, bias) -> ReLU
-    -> 3x3 conv (dilation 12, bias) to K classes. Logits stay at stride 8; the
-    caller upsamples them. Inputs must be normalised with backbone.mean/std.
+    """DeepLab-v1 on the stride-8 backbone map with a head from ``HEADS``:
+    "largefov" (two 3x3 dilated convs, as SEAM's ResNet-38 DeepLab) or "bn"
+    (the authors' lib/net/deeplabv1.py). Logits stay at stride 8; the caller
+    upsamples them. Inputs must be normalised with backbone.mean/std.
 
     dilation: the large field of view; on small crops (e.g. 96 px, a 12 x 12
     map) most of a 12-dilated kernel falls on padding, so CPU demos may lower it.
-    dropout: 0 as the reference ResNet-38 head; VGG DeepLab-LargeFOV uses 0.5.
+    dropout: 0.5 in the authors' head.
     """
 
     def __init__(
@@ -26,6 +70,7 @@ class DeepLabV1(nn.Module):
         head_channels: int = 512,
         dilation: int = 12,
         dropout: float = 0.0,
+        head: str = "largefov",
     ):
         super().__init__()
         if num_classes < 2:
@@ -34,18 +79,11 @@ class DeepLabV1(nn.Module):
             raise ValueError(f"dilation and head_channels must be >= 1, got {dilation}, {head_channels}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {tuple(HEADS)}, got {head!r}")
         self.backbone = backbone
         self.num_classes = num_classes
-        self.head = nn.Sequential(
-            nn.Conv2d(backbone.out_channels, head_channels, 3, padding=dilation, dilation=dilation),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(head_channels, num_classes, 3, padding=dilation, dilation=dilation),
-        )
-        for m in self.head:
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.head = HEADS[head](backbone.out_channels, head_channels, num_classes, dilation, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] -> logits [B,K,~H/8,~W/8]."""

@@ -19,6 +19,7 @@ from typing import Any
 from wsss_core.crf import CRFConfig
 from wsss_core.data import DataConfig
 from wsss_core.formulations import FORMULATIONS
+from wsss_core.models.deeplab import HEADS
 from wsss_core.fsl import DEFAULT_MASS, MIN_MASS, NORMALIZATIONS, RESIZERS
 from wsss_core.yaml_loader import YAMLSyntaxError, load_yaml
 
@@ -26,6 +27,7 @@ POOLINGS = ("gap", "gmp")
 CAM_MODES = ("plain", "seam")
 BG_RULES = ("threshold", "one_minus_sum")
 DEVICES = ("auto", "cpu", "cuda")
+INFER_AVERAGES = ("logits", "probs")
 
 
 class ConfigError(ValueError):
@@ -215,25 +217,51 @@ class AffinityConfig(TrainingConfig):
 
 @dataclass(frozen=True)
 class SegmentationConfig(TrainingConfig):
-    """Stage 3: DeepLab-v1 (LargeFOV head, `dilation`) trained with cross-entropy
-    on the refined pseudo-labels; inference mean softmax over infer_scales
-    (x flip), then dense CRF when `crf` (as SEAM)."""
+    """Stage 3: DeepLab-v1 (`head` from wsss_core.models.deeplab.HEADS: "bn", the
+    authors' lib/net/deeplabv1.py with BN and dropout 0.5, or "largefov")
+    trained with cross-entropy on the refined pseudo-labels plus fsl_weight x
+    L_fs on its stride-8 softmax (icam train_final.py adds 0.5 x their FSL:
+    weight 1 with "pixels" normalisation, sigma 5, mu 2.5, fixed). Inference:
+    mean over infer_scales (x flip) of the logits (infer_average "logits", as
+    icam eval_final.py) or of the softmax ("probs"), then dense CRF when `crf`
+    with the crf section's kernels but crf_bilateral_sxy and crf_iterations
+    (icam lib/utils/DenseCRF.py: 32 and 1; the crf section's 80 and 10 are
+    psa/SEAM's, used for the stage-1 labels)."""
 
     lr: float = 0.001
     epochs: int = 20
+    batch_size: int = 10  # icam voc/config_voc2012.py TRAIN_BATCHES
+    head: str = "bn"
     head_channels: int = 512
     dilation: int = 12
-    dropout: float = 0.0
-    infer_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    dropout: float = 0.5
+    fsl: bool = True
+    fsl_weight: float = 1.0
+    fsl_sigma: float = 5.0
+    fsl_mu: float = 2.5
+    fsl_normalization: str = "pixels"
+    infer_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     infer_flip: bool = True
+    infer_average: str = "logits"
     crf: bool = True
+    crf_bilateral_sxy: float = 32.0
+    crf_iterations: int = 1
 
     def validate(self, section: str = "segmentation") -> None:
         super().validate(section)
         _require(self.head_channels >= 1, "segmentation.head_channels", self.head_channels, "an integer >= 1")
         _require(self.dilation >= 1, "segmentation.dilation", self.dilation, "an integer >= 1")
         _require(0 <= self.dropout < 1, "segmentation.dropout", self.dropout, "0 <= dropout < 1")
+        _require(self.head in HEADS, "segmentation.head", self.head, ", ".join(HEADS))
+        _require(self.fsl_weight >= 0, "segmentation.fsl_weight", self.fsl_weight, "a number >= 0")
+        _require(self.fsl_sigma > 0, "segmentation.fsl_sigma", self.fsl_sigma, "a number > 0")
+        _require(self.fsl_normalization in NORMALIZATIONS, "segmentation.fsl_normalization",
+                 self.fsl_normalization, ", ".join(NORMALIZATIONS))
         _check_scales("segmentation.infer_scales", self.infer_scales)
+        _require(self.infer_average in INFER_AVERAGES, "segmentation.infer_average", self.infer_average,
+                 ", ".join(INFER_AVERAGES))
+        _require(self.crf_bilateral_sxy > 0, "segmentation.crf_bilateral_sxy", self.crf_bilateral_sxy, "a number > 0")
+        _require(self.crf_iterations >= 1, "segmentation.crf_iterations", self.crf_iterations, "an integer >= 1")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Stage 3: DeepLab-v1 trained on the refined pseudo-labels; multi-scale +
-flip inference followed by a dense CRF (as SEAM); evaluation."""
+"""Stage 3: DeepLab-v1 trained on the refined pseudo-labels (+ FSL, as icam
+train_final.py); multi-scale + flip inference followed by a dense CRF; evaluation."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_core.data import Batch, read_mask, write_mask
+from wsss_core.losses import FeatureSimilarityLoss
 from wsss_core.models import DeepLabV1, build_backbone
 from wsss_core.pipeline import pool_tasks, stage_affinity, stage_cam
 from wsss_core.pipeline.config import SegmentationConfig
@@ -23,6 +25,10 @@ from wsss_core.pipeline.training import derived_seed, fit_on_pseudo_labels
 STAGE_INDEX = 3
 MODEL_NAME = "model.pt"
 IGNORE = 255
+AVERAGES = {  # infer_average -> (map of one pass from logits [B,K,h,w], probabilities from the mean [K,H,W])
+    "logits": (lambda logits: logits, lambda mean: torch.softmax(mean, dim=0)),  # icam eval_final.py
+    "probs": (lambda logits: torch.softmax(logits, dim=1), lambda mean: mean),
+}
 
 
 def prediction_path(stage_dir: Path, split: str, name: str) -> Path:
@@ -31,15 +37,29 @@ def prediction_path(stage_dir: Path, split: str, name: str) -> Path:
 
 def build_deeplab(c: SegmentationConfig, num_classes: int, weights: str | None) -> DeepLabV1:
     return DeepLabV1(build_backbone(c.backbone, weights, c.output_stride), num_classes, head_channels=c.head_channels,
-                     dilation=c.dilation, dropout=c.dropout)
+                     dilation=c.dilation, dropout=c.dropout, head=c.head)
 
 
-def segmentation_step(model: DeepLabV1, batch: Batch) -> dict[str, torch.Tensor]:
-    """Logits [B,K,h,w] upsampled to the crop, cross-entropy against the
-    pseudo-label crop [B,H,W] (255 ignored)."""
-    logits = model(batch.image)
-    logits = F.interpolate(logits.float(), batch.mask.shape[-2:], mode="bilinear", align_corners=False)
-    return {"loss": F.cross_entropy(logits, batch.mask, ignore_index=IGNORE)}
+def build_fsl(c: SegmentationConfig) -> FeatureSimilarityLoss | None:
+    """The fixed-parameter FSL of icam train_final.py (None when segmentation.fsl is off)."""
+    if not c.fsl:
+        return None
+    return FeatureSimilarityLoss(c.fsl_sigma, c.fsl_mu, resize="bilinear_corners", normalization=c.fsl_normalization)
+
+
+def segmentation_step(
+    model: DeepLabV1, batch: Batch, fsl: FeatureSimilarityLoss | None = None, fsl_weight: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """Cross-entropy of the logits [B,K,h,w] upsampled to the crop against the
+    pseudo-label crop [B,H,W] (255 ignored), plus fsl_weight x L_fs of the
+    RGB crop and the stride-8 softmax when `fsl`."""
+    logits = model(batch.image).float()
+    upsampled = F.interpolate(logits, batch.mask.shape[-2:], mode="bilinear", align_corners=False)
+    parts = {"ce": F.cross_entropy(upsampled, batch.mask, ignore_index=IGNORE)}
+    if fsl is not None:
+        parts["fsl"] = fsl_weight * fsl(batch.rgb.to(logits.device), torch.softmax(logits, dim=1))
+    parts["loss"] = sum(parts.values())
+    return parts
 
 
 def train(ctx: StageContext, affinity_dir: Path, work_dir: Path) -> dict[str, Any]:
@@ -48,23 +68,27 @@ def train(ctx: StageContext, affinity_dir: Path, work_dir: Path) -> dict[str, An
     torch.manual_seed(seed)
     model = runtime.to_device(build_deeplab(c, ctx.num_classes, c.weights))
     dataset = PseudoLabelView(ctx.datasets["train"], affinity_dir / "labels" / "train")
+    fsl = build_fsl(c)
     return fit_on_pseudo_labels(
-        name="segmentation", model=model, dataset=dataset, step_fn=lambda b: segmentation_step(model, b), train=c, seed=seed,
+        name="segmentation", model=model, dataset=dataset, step_fn=lambda b: segmentation_step(model, b, fsl, c.fsl_weight),
+        train=c, seed=seed,
         work_dir=work_dir, model_path=work_dir / MODEL_NAME, runtime=runtime,
     )
 
 
 def predict(ctx: StageContext, work_dir: Path) -> None:
-    """Multi-scale + flip softmax, then CRF (in the pool) when configured ->
+    """Multi-scale + flip mean of logits or softmax (infer_average), then CRF
+    (in the pool, segmentation.crf_* settings) when configured ->
     predictions/<split>/*.png for the evaluated images of each split."""
     c, runtime = ctx.config.segmentation, ctx.runtime
     model = build_deeplab(c, ctx.num_classes, None)
     model.load_state_dict(torch.load(work_dir / MODEL_NAME, map_location="cpu", weights_only=True))
     model = runtime.to_device(model).eval()
-    crf = ctx.config.crf
+    crf = dataclasses.replace(ctx.config.crf, bilateral_sxy=c.crf_bilateral_sxy, iterations=c.crf_iterations)
+    per_pass, to_probs = AVERAGES[c.infer_average]
 
     def probs_fn(x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(model(x).float(), dim=1)
+        return per_pass(model(x).float())
 
     for split, indices in _prediction_indices(ctx).items():
         dataset = ctx.datasets[split]
@@ -74,8 +98,8 @@ def predict(ctx: StageContext, work_dir: Path) -> None:
         def tasks(dataset=dataset, todo=todo):
             for i in todo:
                 sample = dataset[i]
-                probs = multiscale_probs(probs_fn, sample, scales=c.infer_scales, flip=c.infer_flip,
-                                         mean=model.backbone.mean, std=model.backbone.std, runtime=runtime)
+                probs = to_probs(multiscale_probs(probs_fn, sample, scales=c.infer_scales, flip=c.infer_flip,
+                                                  mean=model.backbone.mean, std=model.backbone.std, runtime=runtime))
                 yield sample.image, probs.numpy(), crf
 
         if c.crf:
