@@ -2,10 +2,13 @@
 
 A study lives in `<storage>/<name>/`: Tune's experiment (trial folders,
 experiment state), `study.json` (the validated spec, so `resume` needs only the
-name) and `results/` (the Parquet store). The pipeline's stage cache lives in
-`<storage>/_cache` when the storage is a local (or shared) folder, so every
-study in it reuses finished upstream stages; with a URI storage (s3://, gs://)
-pass a folder every node can reach as `cache_dir`.
+name), `results/` (the Parquet store), `trials/<id>/` (artifacts) and
+`optuna.journal`. The pipeline's stage cache lives in `<storage>/_cache` (a
+local or shared folder, or the object store itself for s3:// / gs://), so
+every study in the storage reuses finished upstream stages; `cache_dir`
+overrides it. Before any trial runs, the driver writes a marker into the cache
+that every trial must read (a node that cannot reach the cache fails with one
+line), and starts the cluster's stage-lease table (`study.leases`).
 """
 from __future__ import annotations
 
@@ -86,7 +89,7 @@ def run_study(
     if filesystem.get_file_info(f"{path}/{STUDY_FILE}").type != pafs.FileType.NotFound:
         raise StudyError(f"study {location.name!r} already exists in {location.storage}; use `wsss study resume {location.name}` or another --name")
     _check_inputs(spec)
-    cache = cache_dir or _default_cache(location)
+    cache = _cache_location(cache_dir) if cache_dir else f"{location.storage.rstrip('/')}/{CACHE_FOLDER}"
     record = {
         "spec": spec.to_dict(),
         "cache_dir": cache,
@@ -275,12 +278,18 @@ def _check_inputs(spec: StudySpec) -> None:
         raise StudyError(str(error)) from None
 
 
-def _trainable(spec: StudySpec, location: StudyLocation, cache_dir: str) -> Any:
+def _trainable(spec: StudySpec, location: StudyLocation, cache: str) -> Any:
+    """The trainable with its setup; starts the lease table and writes the cache's reach marker."""
     from ray import tune
+
+    from study.leases import start_lease_table
+    from study.stage_store import write_reach_marker
 
     from study.no_retry import not_retried
 
-    setup = TrialSetup(study=location.name, spec=spec, cache_dir=cache_dir, study_uri=location.uri)
+    start_lease_table()
+    setup = TrialSetup(study=location.name, spec=spec, cache=cache, reach_marker=write_reach_marker(cache),
+                       study_uri=location.uri)
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus, **spec.resources.custom}
     return tune.with_resources(tune.with_parameters(not_retried(run_trial), setup=setup), resources)
 
@@ -358,12 +367,9 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), uri
 
 
-def _default_cache(location: StudyLocation) -> str:
-    if location.is_local:
-        return f"{location.storage}/{CACHE_FOLDER}"
-    from wsss_core.pipeline.cache import default_cache_dir
-
-    return str(default_cache_dir())
+def _cache_location(cache: str) -> str:
+    """An explicit cache: a URI as given, a folder made absolute (the same on every node)."""
+    return cache if "://" in cache else str(Path(cache).expanduser().resolve())
 
 
 def _read_record(location: StudyLocation) -> dict[str, Any]:

@@ -126,9 +126,12 @@ class ResourceSettings:
 
 @dataclass(frozen=True)
 class FailureSettings:
-    """max_retries: how often a failed trial is restarted from its checkpoint."""
+    """max_retries: how often a failed trial is restarted from its checkpoint.
+    lease_timeout: seconds a stage's compute lease outlives its holder's last
+    heartbeat (a trial lost with its node frees the stage after this long)."""
 
     max_retries: int = 1
+    lease_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -431,6 +434,7 @@ def _validate_settings(spec: StudySpec) -> None:
         (all(isinstance(v, (int, float)) and v > 0 for v in resources.custom.values()),
          "resources.custom", resources.custom, "a mapping of resource names to numbers > 0"),
         (spec.failure.max_retries >= 0, "failure.max_retries", spec.failure.max_retries, "an integer >= 0"),
+        (spec.failure.lease_timeout >= 1, "failure.lease_timeout", spec.failure.lease_timeout, "seconds >= 1"),
     ]
     for ok, key, value, allowed in checks:
         if not ok:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from study.artifacts import overlay_folder, trial_folder, upload_stage
+from study.leases import ActorLeases
+from study.stage_store import ObjectStageStore, check_reachable
 from study.schema import STAGES
 from study.spec import SEED_KEY, StudySpec
 
@@ -33,14 +35,16 @@ TRIAL_INDEX = "__trial_index__"
 class TrialSetup:
     """What every trial needs besides its config (pickled to the workers).
 
-    cache_dir: the pipeline's stage cache, a folder every node can reach
-    (the study storage when local or a shared file system). study_uri: the
-    study folder (local path or URI) that receives the trial's artifacts.
+    cache: the pipeline's stage cache, a folder every node mounts or a
+    pyarrow filesystem URI (s3://); reach_marker: a file the driver wrote into
+    it, read first by every trial. study_uri: the study folder (local path or
+    URI) that receives the trial's artifacts.
     """
 
     study: str
     spec: StudySpec
-    cache_dir: str
+    cache: str
+    reach_marker: str
     study_uri: str
 
 
@@ -111,8 +115,10 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     scratch = tempfile.TemporaryDirectory(prefix=f"wsss-{trial_id}-")
     out_dir = Path(scratch.name)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    check_reachable(setup.reach_marker, node)
+    store, local_cache = stage_store(setup.cache)
     version = code_version()
-    class_names = list(build_dataset(pipeline_config.data, "val", cache_dir=Path(setup.cache_dir) / "data").class_names)
+    class_names = list(build_dataset(pipeline_config.data, "val", cache_dir=local_cache / "data").class_names)
 
     def report(result: Any) -> None:
         index = STAGES.index(result.stage) + 1
@@ -147,4 +153,15 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     with scratch:
-        run_pipeline(pipeline_config, out_dir, cache_dir=setup.cache_dir, on_stage_end=report, progress=False)
+        run_pipeline(pipeline_config, out_dir, cache_dir=local_cache, on_stage_end=report, progress=False,
+                     store=store, leases=ActorLeases(f"{setup.study}/{trial_id}", ttl=setup.spec.failure.lease_timeout))
+
+
+def stage_store(cache: str) -> tuple[Any, Path]:
+    """(StageStore, this node's local cache folder) of a cache path or URI."""
+    from wsss_core.pipeline.cache import LocalStageStore
+
+    if "://" not in cache:
+        return LocalStageStore(cache), Path(cache)
+    store = ObjectStageStore(cache)
+    return store, store.local
