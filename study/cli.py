@@ -194,9 +194,13 @@ def _check_local_folder(path: str | None, option: str) -> None:
 
 
 def _quiet_tune(quiet: bool) -> None:
-    """With --quiet Tune does not print each trial's traceback (the summary names the cause)."""
+    """With --quiet neither Tune prints each trial's traceback (the summary
+    names the cause) nor Optuna its info lines."""
     if quiet:
+        import optuna
+
         os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _version() -> str:
