@@ -47,6 +47,8 @@ METRICS = ("miou", "contour_f")
 MODES = ("max", "min")
 SEED_KEY = "runtime.seed"
 DEVICE_KEY = "runtime.device"
+PATH_KEYS = ("data.root", "data.label_source", "cam.weights", "affinity.weights", "segmentation.weights")
+"""Keys whose relative file paths are resolved when the spec is loaded."""
 LAST_STAGE = 3  # the pipeline's stages: cam, affinity, segmentation
 NAME_CHARS = "-_."
 NAME_MAX = 100
@@ -191,6 +193,23 @@ class StudySpec:
         return merge_dotted(self.base, self.overrides(point))
 
 
+def absolute_path(value: Any) -> Any:
+    """A relative file path made absolute against the driver's cwd, so every
+    node reads the same file; other values (e.g. weights "default") unchanged."""
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute() or not ("/" in value or value.startswith("~") or path.exists()):
+        return str(path) if value.startswith("~") else value
+    return str(path.resolve())
+
+
+def flatten_sections(nested: dict[str, Any]) -> dict[str, Any]:
+    """{"section.key": value} of a nested {section: {key: value}} mapping."""
+    return {f"{section}.{key}": value for section, values in nested.items() if isinstance(values, dict)
+            for key, value in values.items()}
+
+
 def merge_dotted(base: dict[str, Any], dotted: dict[str, Any]) -> dict[str, Any]:
     """A copy of the nested `base` with "section.key" values set."""
     nested = copy.deepcopy(base)
@@ -232,9 +251,10 @@ def parse_spec(raw: dict[str, Any], *, base_dir: str | Path = ".") -> StudySpec:
     spec = StudySpec(
         name=name,
         description=str(raw.get("description", "")),
-        base=base,
-        fixed=dict(fixed),
-        axes=axes,
+        base=merge_dotted(base, {k: absolute_path(v) for k, v in flatten_sections(base).items() if k in PATH_KEYS}),
+        fixed={k: absolute_path(v) if k in PATH_KEYS else v for k, v in fixed.items()},
+        axes=tuple(dataclasses.replace(a, values=tuple(map(absolute_path, a.values))) if a.key in PATH_KEYS else a
+                   for a in axes),
         seeds=seeds,
         search=_section(SearchSettings, "search", raw.get("search")),
         scheduler=_section(SchedulerSettings, "scheduler", raw.get("scheduler")),
@@ -242,7 +262,7 @@ def parse_spec(raw: dict[str, Any], *, base_dir: str | Path = ".") -> StudySpec:
         failure=_section(FailureSettings, "failure", raw.get("failure")),
     )
     _validate_settings(spec)
-    defaults = _check_pipeline(merge_dotted(base, fixed), "base")
+    defaults = _check_pipeline(merge_dotted(spec.base, spec.fixed), "base")
     spec = StudySpec(**{**spec.__dict__, "defaults": defaults})
     _validate_device(spec)
     _validate_points(spec)

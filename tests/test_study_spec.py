@@ -142,3 +142,17 @@ def test_demo_spec_is_the_issue_grid():
         (lam, fsl) for lam in (0.0, 0.5, 1.0) for fsl in (False, True)
     )
     assert study.fixed["cam.pooling"] == "gap" and study.search.max_concurrent == 2
+
+
+def test_relative_paths_are_resolved_at_spec_load(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.pth").write_bytes(b"weights")
+    loaded = parse_spec({
+        "name": "paths", "base": {"data": {"kind": "synthetic", "root": "data/voc"}, "cam": {"weights": "w.pth"}},
+        "fixed": {"affinity.weights": "./w.pth"}, "space": {"segmentation.weights": {"grid": ["default", "w.pth"]}},
+    })
+    assert loaded.base["data"]["root"] == str(tmp_path / "data" / "voc")
+    assert loaded.base["cam"]["weights"] == loaded.fixed["affinity.weights"] == str(tmp_path / "w.pth")
+    assert loaded.axes[0].values == ("default", str(tmp_path / "w.pth"))
+    monkeypatch.chdir("/")
+    assert parse_spec(loaded.to_dict()) == loaded  # resumed elsewhere: the same files
