@@ -38,6 +38,17 @@ def test_bn_head_is_the_authors_deeplabv1_head():
     assert float((got - want).norm() / want.norm()) < 1e-5
 
 
+def test_batchnorm_affine_parameters_are_not_trained_by_default():
+    c = load_config({}).segmentation
+    torch.manual_seed(0)
+    net = DeepLabV1(build_backbone("resnet_small", None), 4, head_channels=16, head=c.head, train_norm=c.train_norm)
+    trained = {id(p) for g in net.param_groups(0.01, 5e-4) for p in g["params"]}
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert norms and not any(id(p) in trained for m in norms for p in m.parameters())
+    assert all(id(m.weight) in trained for m in convs)
+
+
 def _authors_fsl(image, probs, mu, sigma):
     n, _, h, w = probs.shape
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")

@@ -61,6 +61,9 @@ class DeepLabV1(nn.Module):
     dilation: the large field of view; on small crops (e.g. 96 px, a 12 x 12
     map) most of a 12-dilated kernel falls on padding, so CPU demos may lower it.
     dropout: 0.5 in the authors' head.
+    train_norm: False freezes the affine parameters of every BatchNorm (running
+    statistics still update), as the authors' get_parameter_groups, which hands
+    the optimizer conv weights and biases only.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class DeepLabV1(nn.Module):
         dilation: int = 12,
         dropout: float = 0.0,
         head: str = "largefov",
+        train_norm: bool = True,
     ):
         super().__init__()
         if num_classes < 2:
@@ -84,6 +88,9 @@ class DeepLabV1(nn.Module):
         self.backbone = backbone
         self.num_classes = num_classes
         self.head = HEADS[head](backbone.out_channels, head_channels, num_classes, dilation, dropout)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not train_norm:
+                module.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] -> logits [B,K,~H/8,~W/8]."""

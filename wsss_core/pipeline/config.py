@@ -232,6 +232,7 @@ class SegmentationConfig(TrainingConfig):
     epochs: int = 20
     batch_size: int = 10  # icam voc/config_voc2012.py TRAIN_BATCHES
     head: str = "bn"
+    train_norm: bool = False  # icam deeplabv1.get_parameter_groups: conv parameters only
     head_channels: int = 512
     dilation: int = 12
     dropout: float = 0.5
