@@ -70,3 +70,16 @@ def test_table2_and_table5_compare_seam_with_the_authors_code() -> None:
     assert table5 == [("seam", 0.0, False, True), ("seam", 0.0, True, True), ("seam", 0.8, False, True),
                       ("seam", 0.8, True, True), ("icam", 0.8, True, False)]
     assert len(set(table5)) == len(table5)
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_fsl_parameters_reach_the_optimizer_only_when_learned(learn: bool) -> None:
+    import torch
+
+    from wsss_core.pipeline.stage_cam import CAMTrainer, build_cam_net
+
+    cam = load_config({"cam.mode": "plain", "cam.fsl_learn": learn}).cam
+    trainer = CAMTrainer(build_cam_net(cam, 4, 0), cam, torch.Generator().manual_seed(0))
+    names = [g["name"] for g in trainer.param_groups(cam.lr, cam.weight_decay)]
+    assert ("fsl" in names) == learn
+    assert trainer.fsl.log_sigma.requires_grad == learn and trainer.fsl.mu_parameter.requires_grad == learn
