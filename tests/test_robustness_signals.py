@@ -122,3 +122,15 @@ def test_leaving_the_pool_by_an_exception_kills_its_workers() -> None:
         assert len(workers) == 2
         raise RuntimeError("stop")
     assert alive(workers, timeout=5) == []
+
+
+def test_metrics_json_appears_only_with_the_last_stage(tmp_path: Path) -> None:
+    from wsss_core.pipeline import run_pipeline
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")  # a previous run's: replaced, never mixed with this one
+    seen = []
+    run_pipeline(TINY, out, cache_dir=tmp_path / "cache", progress=False, on_stage_end=lambda result: seen.append(
+        (result.stage, (out / "metrics.json").exists(), (out / "metrics.partial.json").exists())))
+    assert seen == [("cam", False, True), ("affinity", False, True), ("segmentation", True, False)]

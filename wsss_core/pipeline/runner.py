@@ -153,11 +153,12 @@ def _run_stages(
                 result = StageResult(**{**asdict(result), "learned": results[0].learned})
             _copy_overlays(dirs[stage] / "overlays", out / "overlays" / stage)
             results.append(result)
-            atomic_write_text(out / PARTIAL_METRICS_NAME, _metrics_text(results))
+            complete = len(results) == len(STAGES)
+            atomic_write_text(out / (METRICS_NAME if complete else PARTIAL_METRICS_NAME), _metrics_text(results))
+            if complete:
+                (out / PARTIAL_METRICS_NAME).unlink(missing_ok=True)
             if on_stage_end is not None:
                 on_stage_end(result)
-    atomic_write_text(out / METRICS_NAME, _metrics_text(results))
-    (out / PARTIAL_METRICS_NAME).unlink()
     return PipelineResult(results, out, cfg, code)
 
 
