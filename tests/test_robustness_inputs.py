@@ -132,3 +132,14 @@ def test_version_and_help_with_defaults(capsys: pytest.CaptureFixture[str]) -> N
     run_help = help_text("study", "run")
     assert "Exit code 0: every trial completed; 1: some trial failed" in run_help
     assert "(default: the spec's name)" in run_help and "(default: <storage>/_cache)" in run_help
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_configuration_error() -> None:
+    import logging
+
+    from wsss_core.pipeline.config import RuntimeConfig
+    from wsss_core.pipeline.training import Runtime
+
+    with pytest.raises(ConfigError, match=r"^runtime.device='cuda' is invalid here: CUDA is not available"):
+        Runtime.from_config(RuntimeConfig(device="cuda"), progress=False, log=logging.getLogger("test"))

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from wsss_core.data import Batch, ColorJitter, TrainTransform, TransformedDataset, collate_samples
 from wsss_core.data.sample import Sample
 from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
-from wsss_core.pipeline.config import RuntimeConfig, TrainingConfig
+from wsss_core.pipeline.config import ConfigError, RuntimeConfig, TrainingConfig
 
 @dataclass(frozen=True)
 class Runtime:
@@ -40,7 +40,7 @@ class Runtime:
     def from_config(cls, config: RuntimeConfig, *, progress: bool, log: logging.Logger) -> Runtime:
         cuda = torch.cuda.is_available()
         if config.device == "cuda" and not cuda:
-            raise ValueError("runtime.device='cuda' is invalid here: CUDA is not available; allowed: auto, cpu")
+            raise ConfigError("runtime.device='cuda' is invalid here: CUDA is not available; allowed: auto, cpu")
         device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and cuda) else "cpu")
         on_cuda = device.type == "cuda"
         return cls(
