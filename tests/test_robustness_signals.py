@@ -5,7 +5,6 @@ and the tracker notice the dead parent and exit. metrics.json only ever
 describes a complete run."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
