@@ -6,12 +6,11 @@ its val metric after every stage as intermediate values (step = stage index),
 the final-stage value, and its state (RUNNING, COMPLETE; PRUNED when a
 scheduler stopped it early; FAIL when it failed for good). The file is
 `<study>/optuna.journal` for a local storage; for an object store it is kept
-in the driver's `~/.cache/wsss/optuna/` and copied to `<study>/optuna.journal`
-whenever a trial finishes.
+in the driver's `$WSSS_CACHE/optuna/` (default ~/.cache/wsss) and copied to
+`<study>/optuna.journal` whenever a trial finishes.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from study.objective import STAGE_INDEX, is_final
 from study.spec import SEED_KEY, Axis, StudySpec
 from study.store import resolve
 from study.trainable import study_trial_id, trial_point
+from wsss_core.pipeline.cache import default_cache_dir
 
 JOURNAL_NAME = "optuna.journal"
 TUNE_ID = "tune_trial_id"
@@ -34,7 +34,7 @@ def journal_path(study_uri: str, study: str) -> Path:
     """Where the driver writes the journal of a study."""
     if "://" not in study_uri:
         return Path(study_uri) / JOURNAL_NAME
-    return Path(os.path.expanduser("~/.cache/wsss/optuna")) / f"{study}.journal"
+    return default_cache_dir() / "optuna" / f"{study}.journal"
 
 
 def distribution(axis: Axis) -> BaseDistribution:

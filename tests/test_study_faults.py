@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import yaml
@@ -69,6 +70,14 @@ def test_a_nan_trial_is_retried_recorded_and_does_not_stop_the_study(storage):
     assert sorted(r["split"] for r in failed) == list(SPLITS)
     assert all(r["status"] == "failed" and r["stage"] == "cam" and r["miou"] is None for r in failed)
     assert all("FloatingPointError" in r["error"] and "nan" in r["error"].lower() for r in failed)
+    folder = storage / "nan" / "results"
+    assert [p.name for p in folder.iterdir()] == ["compacted.parquet"], "no more Parquet files than trials"
+    frame, table = pd.read_parquet(folder), ds.dataset(folder).to_table().to_pandas()
+    columns = ["row_id", "trial_id", "stage", "split", "status", "error", "miou", "trial_dir"]
+    assert frame[columns].sort_values("row_id").reset_index(drop=True).equals(
+        table[columns].sort_values("row_id").reset_index(drop=True))
+    assert set(frame.loc[frame["trial_id"] == "p0001", "status"]) == {"failed"}
+    assert not frame["trial_dir"].str.startswith("/").any() and not frame["overlay_dir"].dropna().str.contains("ray").any()
     journal = {t.user_attrs["trial"]: t.state.name for t in journal_trials(storage / "nan" / "optuna.journal", "nan")}
     assert journal == {"p0000": "COMPLETE", "p0001": "FAIL"}
 
