@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -228,14 +229,26 @@ class ResultsStore:
             write_atomic(self.filesystem, table.filter(keep), path)
 
 
-def read_results(filesystem: pafs.FileSystem, path: str) -> pa.Table:
+def read_results(filesystem: pafs.FileSystem, path: str, attempts: int = 5) -> pa.Table:
     """The rows under a results folder (or one file), every readable schema
-    version, as RESULT_SCHEMA; an empty table when there is nothing yet."""
+    version, as RESULT_SCHEMA; an empty table when there is nothing yet.
+
+    A file replaced or deleted (compaction) between listing and reading, as can
+    happen on an object store while a study runs, is read again from a fresh
+    listing, up to `attempts` times."""
+    for attempt in range(attempts - 1):
+        try:
+            return _read_dataset(filesystem, path)
+        except (pa.ArrowInvalid, FileNotFoundError):
+            time.sleep(0.2 * (attempt + 1))
+    return _read_dataset(filesystem, path)
+
+
+def _read_dataset(filesystem: pafs.FileSystem, path: str) -> pa.Table:
     if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
         return RESULT_SCHEMA.empty_table()
-    dataset = ds.dataset(path, schema=RESULT_SCHEMA, format="parquet", filesystem=filesystem,
-                         partitioning=None, ignore_prefixes=[".", "_"])
-    return dataset.to_table()
+    return ds.dataset(path, schema=RESULT_SCHEMA, format="parquet", filesystem=filesystem,
+                      partitioning=None, ignore_prefixes=[".", "_"]).to_table()
 
 
 def write_atomic(filesystem: pafs.FileSystem, table: pa.Table, path: str) -> None:

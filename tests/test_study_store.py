@@ -149,3 +149,15 @@ def test_file_uri_storage(tmp_path):
     store = ResultsStore(f"file://{tmp_path}/study")
     store.write_outcome(outcome())
     assert ds.dataset(tmp_path / "study" / "results").count_rows() == 2
+
+
+def test_a_file_replaced_while_it_is_read_is_read_again(tmp_path):
+    """As on an object store: the listing saw one version, the read finds a broken one, the next a whole one."""
+    import threading
+
+    store = ResultsStore(str(tmp_path))
+    (path,) = store.write_outcome(outcome())
+    whole = open(path, "rb").read()
+    open(path, "wb").write(whole[:40])
+    threading.Timer(0.1, lambda: open(path, "wb").write(whole)).start()
+    assert store.read().num_rows == 2
