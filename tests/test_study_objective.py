@@ -51,3 +51,14 @@ def test_default_concurrency_fits_the_cluster():
     assert default_concurrency(spec, {"CPU": 5, "GPU": 8}) == 2  # CPU-bound
     assert default_concurrency(spec, {"CPU": 64, "GPU": 8}) == 5  # no more than the trials
     assert default_concurrency(spec, {"CPU": 1}) == 1
+
+
+def test_trial_threads_and_eval_pool_follow_its_cpus():
+    from study.trainable import sized_to_resources
+    from wsss_core.pipeline.config import load_config
+
+    config = load_config(TINY, ["runtime.threads=null", "eval.workers=4"])
+    sized = sized_to_resources(config, 3)
+    assert (sized.runtime.threads, sized.eval.workers) == (3, 2)
+    assert sized_to_resources(config, 0.5).eval.workers == 0
+    assert sized_to_resources(load_config(TINY, ["runtime.threads=2"]), 8).runtime.threads == 2  # explicit wins
