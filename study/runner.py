@@ -85,6 +85,7 @@ def run_study(
     configuration of the study is loaded and its files checked
     (study.preflight): a bad input is a StudyError and nothing is written."""
     location = locate(storage, _checked_name(name or spec.name))
+    _check_client_storage(address, location)
     filesystem, path = _filesystem(location.uri)
     if filesystem.get_file_info(f"{path}/{STUDY_FILE}").type != pafs.FileType.NotFound:
         raise StudyError(f"study {location.name!r} already exists in {location.storage}; use `wsss study resume {location.name}` or another --name")
@@ -114,6 +115,7 @@ def resume_study(
     from ray import tune
 
     location = locate(storage, _checked_name(name))
+    _check_client_storage(address, location)
     record = _read_record(location)
     spec = parse_spec(record["spec"])
     with ray_session(address):
@@ -365,6 +367,14 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
     return pafs.LocalFileSystem(), uri
+
+
+def _check_client_storage(address: str | None, location: StudyLocation) -> None:
+    """Ray Client (ray://) runs Tune on the head: a local folder would be the
+    head's for Tune and this machine's for the rest of the study."""
+    if address and address.startswith("ray://") and location.is_local:
+        raise StudyError(f"--storage {location.storage} is invalid with --address {address}; allowed: a URI every "
+                         "machine reaches (s3://, gs://), or run the driver on a cluster node with --address auto")
 
 
 def _cache_location(cache: str) -> str:

@@ -1,6 +1,7 @@
 """The search algorithm's objective is the final-stage metric: a trial stopped
 after stage 1 is pruned, not completed with its stage-1 value; concurrency
-defaults to what fits the cluster."""
+defaults to what fits the cluster; trial threads follow its CPUs; Ray Client
+needs an object-store storage."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,3 +63,11 @@ def test_trial_threads_and_eval_pool_follow_its_cpus():
     assert (sized.runtime.threads, sized.eval.workers) == (3, 2)
     assert sized_to_resources(config, 0.5).eval.workers == 0
     assert sized_to_resources(load_config(TINY, ["runtime.threads=2"]), 8).runtime.threads == 2  # explicit wins
+
+
+def test_ray_client_needs_an_object_store_storage(tmp_path):
+    from study.runner import StudyError, run_study
+
+    spec = parse_spec({"name": "client", "base": TINY})
+    with pytest.raises(StudyError, match="is invalid with --address ray://head:10001; allowed: a URI"):
+        run_study(spec, storage=tmp_path, address="ray://head:10001")
