@@ -118,8 +118,8 @@ def test_study_survives_a_lost_node_and_a_lost_driver_on_s3(cluster, tmp_path):
     (lost,) = [n for n in workers if n.node_id().startswith(lost_id)]
     lost.kill()  # the node of the first trial, now in stage 2
     add("node-c", head_address=address, resources={"wsss_slot": 1})
-    wait_for(lambda: any(r["trial_id"] == first["trial_id"] and r["stage"] == "affinity" for r in rows()),
-             "the lost trial to finish stage 2 on another node")
+    wait_for(lambda: any(r["trial_id"] == first["trial_id"] and r["stage"] != "cam" and lost_id not in r["node"]
+                         for r in rows()), "the lost trial to finish a stage on another node")
     assert driver.poll() is None, "the study must still be running when its driver is lost"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
@@ -133,7 +133,7 @@ def test_study_survives_a_lost_node_and_a_lost_driver_on_s3(cluster, tmp_path):
     assert keys == sorted((t, s, p) for t in ("p0000", "p0001") for s in STAGES for p in SPLITS)
     assert all(r["status"] == "completed" for r in results)
     moved = {r["stage"]: r["node"].split("/")[1] for r in results if r["trial_id"] == first["trial_id"]}
-    assert first["cache_hit"] is False and moved["affinity"] != lost_id and moved["segmentation"] != lost_id
+    assert first["cache_hit"] is False and moved["segmentation"] != lost_id
     assert publications() == {"cam": 1, "affinity": 1, "segmentation": 2}, "each stage key computed once"
 
     filesystem, root = pafs.FileSystem.from_uri(f"s3://{BUCKET}/studies")
