@@ -13,8 +13,10 @@ from .param_groups import reference_param_groups
 BN_MOMENTUM = 3e-4  # arvijj/icam voc/config_voc2012.py TRAIN_BN_MOM
 
 
-def largefov_head(in_channels: int, channels: int, num_classes: int, dilation: int, dropout: float) -> nn.Sequential:
-    """3x3 conv (dilation, bias) -> ReLU -> Dropout2d -> 3x3 conv (dilation, bias) to K; Xavier init."""
+def largefov_head(in_channels: int, channels: int, num_classes: int, dilation: int, dropout: float,
+                  bn_momentum: float | None) -> nn.Sequential:
+    """3x3 conv (dilation, bias) -> ReLU -> Dropout2d -> 3x3 conv (dilation, bias) to K; Xavier init.
+    No BatchNorm, so bn_momentum is not used."""
     head = nn.Sequential(
         nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation),
         nn.ReLU(inplace=True),
@@ -28,16 +30,18 @@ def largefov_head(in_channels: int, channels: int, num_classes: int, dilation: i
     return head
 
 
-def bn_head(in_channels: int, channels: int, num_classes: int, dilation: int, dropout: float) -> nn.Sequential:
+def bn_head(in_channels: int, channels: int, num_classes: int, dilation: int, dropout: float,
+            bn_momentum: float | None) -> nn.Sequential:
     """arvijj/icam lib/net/deeplabv1.py: 3x3 conv (dilation, no bias) -> BN -> ReLU
     -> 1x1 conv (no bias) -> BN -> ReLU -> Dropout -> 1x1 conv (bias) to K;
-    Kaiming (fan_out) init, BN momentum 3e-4."""
+    Kaiming (fan_out) init, BN running-statistics momentum `bn_momentum` (authors:
+    3e-4; None: a cumulative average, exact whatever the run length)."""
     head = nn.Sequential(
         nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
-        nn.BatchNorm2d(channels, momentum=BN_MOMENTUM),
+        nn.BatchNorm2d(channels, momentum=bn_momentum),
         nn.ReLU(inplace=True),
         nn.Conv2d(channels, channels, 1, bias=False),
-        nn.BatchNorm2d(channels, momentum=BN_MOMENTUM),
+        nn.BatchNorm2d(channels, momentum=bn_momentum),
         nn.ReLU(inplace=True),
         nn.Dropout(dropout),
         nn.Conv2d(channels, num_classes, 1),
@@ -48,8 +52,9 @@ def bn_head(in_channels: int, channels: int, num_classes: int, dilation: int, dr
     return head
 
 
-HEADS: dict[str, Callable[[int, int, int, int, float], nn.Sequential]] = {"largefov": largefov_head, "bn": bn_head}
-"""(in_channels, head_channels, num_classes, dilation, dropout) -> head module."""
+HEADS: dict[str, Callable[[int, int, int, int, float, float | None], nn.Sequential]] = {
+    "largefov": largefov_head, "bn": bn_head}
+"""(in_channels, head_channels, num_classes, dilation, dropout, bn_momentum) -> head module."""
 
 
 class DeepLabV1(nn.Module):
@@ -61,6 +66,9 @@ class DeepLabV1(nn.Module):
     dilation: the large field of view; on small crops (e.g. 96 px, a 12 x 12
     map) most of a 12-dilated kernel falls on padding, so CPU demos may lower it.
     dropout: 0.5 in the authors' head.
+    bn_momentum: the head's BatchNorm running-statistics momentum (authors 3e-4:
+    after a few hundred steps the running statistics are still ~the init ones,
+    so a short run predicts garbage in eval mode; None: cumulative average).
     train_norm: False freezes the affine parameters of every BatchNorm (running
     statistics still update), as the authors' get_parameter_groups, which hands
     the optimizer conv weights and biases only.
@@ -75,6 +83,7 @@ class DeepLabV1(nn.Module):
         dropout: float = 0.0,
         head: str = "largefov",
         train_norm: bool = True,
+        bn_momentum: float | None = BN_MOMENTUM,
     ):
         super().__init__()
         if num_classes < 2:
@@ -87,7 +96,7 @@ class DeepLabV1(nn.Module):
             raise ValueError(f"head must be one of {tuple(HEADS)}, got {head!r}")
         self.backbone = backbone
         self.num_classes = num_classes
-        self.head = HEADS[head](backbone.out_channels, head_channels, num_classes, dilation, dropout)
+        self.head = HEADS[head](backbone.out_channels, head_channels, num_classes, dilation, dropout, bn_momentum)
         for module in self.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and not train_norm:
                 module.requires_grad_(False)

@@ -226,13 +226,17 @@ class SegmentationConfig(TrainingConfig):
     icam eval_final.py) or of the softmax ("probs"), then dense CRF when `crf`
     with the crf section's kernels but crf_bilateral_sxy and crf_iterations
     (icam lib/utils/DenseCRF.py: 32 and 1; the crf section's 80 and 10 are
-    psa/SEAM's, used for the stage-1 labels)."""
+    psa/SEAM's, used for the stage-1 labels). bn_momentum: the head's BatchNorm
+    running-statistics momentum (authors 3e-4, made for ~20k steps; a run of a
+    few hundred steps keeps nearly the initial statistics and predicts garbage
+    in eval mode: CPU presets use null, a cumulative average)."""
 
     lr: float = 0.001
     epochs: int = 20
     batch_size: int = 10  # icam voc/config_voc2012.py TRAIN_BATCHES
     head: str = "bn"
     train_norm: bool = False  # icam deeplabv1.get_parameter_groups: conv parameters only
+    bn_momentum: float | None = 3e-4  # icam voc/config_voc2012.py TRAIN_BN_MOM; None: cumulative average
     head_channels: int = 512
     dilation: int = 12
     dropout: float = 0.5
@@ -254,6 +258,8 @@ class SegmentationConfig(TrainingConfig):
         _require(self.dilation >= 1, "segmentation.dilation", self.dilation, "an integer >= 1")
         _require(0 <= self.dropout < 1, "segmentation.dropout", self.dropout, "0 <= dropout < 1")
         _require(self.head in HEADS, "segmentation.head", self.head, ", ".join(HEADS))
+        _require(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "segmentation.bn_momentum",
+                 self.bn_momentum, "null (cumulative average) or a number in (0, 1]")
         _require(self.fsl_weight >= 0, "segmentation.fsl_weight", self.fsl_weight, "a number >= 0")
         _require(self.fsl_sigma > 0, "segmentation.fsl_sigma", self.fsl_sigma, "a number > 0")
         _require(self.fsl_normalization in NORMALIZATIONS, "segmentation.fsl_normalization",

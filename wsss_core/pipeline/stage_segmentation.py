@@ -37,7 +37,8 @@ def prediction_path(stage_dir: Path, split: str, name: str) -> Path:
 
 def build_deeplab(c: SegmentationConfig, num_classes: int, weights: str | None) -> DeepLabV1:
     return DeepLabV1(build_backbone(c.backbone, weights, c.output_stride), num_classes, head_channels=c.head_channels,
-                     dilation=c.dilation, dropout=c.dropout, head=c.head, train_norm=c.train_norm)
+                     dilation=c.dilation, dropout=c.dropout, head=c.head, train_norm=c.train_norm,
+                     bn_momentum=c.bn_momentum)
 
 
 def build_fsl(c: SegmentationConfig) -> FeatureSimilarityLoss | None:
