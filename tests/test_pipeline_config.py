@@ -85,7 +85,7 @@ def test_overrides_and_dotted_keys() -> None:
 def test_flatten_gives_dotted_scalar_columns_and_round_trips() -> None:
     cfg = load_config(REPO / "search_spaces" / "pipeline_demo.yaml")
     flat = flatten_config(cfg)
-    assert flat["cam.lam"] == cfg.cam.lam and flat["cam.pooling"] == "gap"
+    assert flat["cam.lam"] == cfg.cam.lam and flat["cam.pooling"] == "gmp"
     assert flat["cam.infer_scales"] == ",".join(str(s) for s in cfg.cam.infer_scales)
     assert flat["data.kind"] == "synthetic" and flat["runtime.seed"] == 0
     assert all(isinstance(v, (int, float, str, bool, type(None))) for v in flat.values())

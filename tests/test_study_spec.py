@@ -141,7 +141,7 @@ def test_demo_spec_is_the_issue_grid():
     assert sorted((p["cam.lam"], p["cam.fsl"]) for p in points) == sorted(
         (lam, fsl) for lam in (0.0, 0.5, 1.0) for fsl in (False, True)
     )
-    assert study.fixed["cam.pooling"] == "gap" and study.search.max_concurrent == 2
+    assert study.fixed["cam.pooling"] == "gmp" and study.search.max_concurrent == 2  # Fig. 2
 
 
 def test_relative_paths_are_resolved_at_spec_load(tmp_path, monkeypatch):
