@@ -169,3 +169,25 @@ def test_torchvision_resnet_loads_a_local_torchvision_file(tmp_path):
     assert torch.equal(backbone.stem[1].running_var, reference.bn1.running_var)
     with pytest.raises(ValueError, match="neither a local file nor a torchvision ResNet50_Weights name.*IMAGENET1K_V2"):
         build_backbone("resnet50", weights="IMAGENET_BEST")
+
+
+def test_frozen_backbone_gets_no_gradients_and_keeps_its_batchnorm_statistics():
+    from wsss_core.models import CAMNet
+    from wsss_core.pipeline.config import load_config
+
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet_small", weights=None).freeze()
+    net = CAMNet(backbone, num_classes=4, mode="plain")
+    net.train()
+    assert not backbone.training and all(not m.training for m in backbone.modules())
+    assert net.classifier.training
+    stats = {k: v.clone() for k, v in backbone.state_dict().items()}
+    loss = net(torch.randn(2, 3, 32, 32)).logits.mean()
+    loss.backward()
+    assert all(p.grad is None for p in backbone.parameters())
+    assert net.classifier.weight.grad is not None
+    assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in stats.items())  # running stats untouched
+    names = {g["name"] for g in net.param_groups(0.01)}
+    assert names and not any(n.startswith("backbone") for n in names)
+    assert load_config({"cam.freeze_backbone": True}).cam.freeze_backbone
+    assert not load_config({}).segmentation.freeze_backbone

@@ -142,3 +142,19 @@ def test_dense_crf_on_a_real_voc_photograph():
     valid = mask != 255
     predicted = np.asarray(labels)[out.argmax(axis=0)]
     assert (predicted[valid] == mask[valid]).mean() > 0.9
+
+
+def test_reduced_size_crf_keeps_the_edge_and_the_output_size():
+    image, truth = two_region_scene(height=96, width=128, edge=64)
+    probs = blurry_probs(*truth.shape, edge=76)  # boundary 12 px off the real edge
+    out = dense_crf(image, probs, CRFConfig(scale=0.5))
+    assert out.shape == probs.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-4)
+    assert (probs.argmax(axis=0) == truth).mean() < 0.9
+    assert (out.argmax(axis=0) == truth).mean() > 0.98
+    assert CRFConfig().scale == 1.0  # full size is the reference default
+
+
+def test_config_rejects_scale_above_one():
+    with pytest.raises(ValueError, match=r"CRFConfig.scale=2 must be in \(0, 1\]"):
+        CRFConfig(scale=2)

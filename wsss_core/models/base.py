@@ -26,6 +26,17 @@ class Backbone(nn.Module):
     stride: int = 8
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    frozen: bool = False
+
+    def freeze(self) -> Backbone:
+        """Fixed pretrained features: no gradients, and BatchNorm in eval mode
+        (its ImageNet statistics) even while the model around it trains."""
+        self.frozen = True
+        self.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> Backbone:
+        return super().train(mode and not self.frozen)
 
     @property
     def out_channels(self) -> int:

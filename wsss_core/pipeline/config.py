@@ -57,6 +57,9 @@ class TrainingConfig:
     from random init, which is what the CPU demo trains from).
     output_stride: 8 (the paper's backbones, dilated) or 16 (efficientnet_lite0
     only: one dilated stage fewer, about 3x cheaper on CPU, coarser maps).
+    freeze_backbone: train only the new layers on fixed pretrained features
+    (no backbone gradients, BatchNorm statistics kept): far cheaper on CPU, and
+    on a few hundred photos the CAMs of a fine-tuned backbone localise worse.
     momentum: SGD momentum. The reference PolyOptimizer (psa/SEAM/icam
     tool/torchutils.py) hands its weight_decay to SGD's momentum slot, so
     their CAM and AffinityNet stages train with momentum 5e-4 (the stage
@@ -66,6 +69,7 @@ class TrainingConfig:
     backbone: str = "resnet_small"
     weights: str | None = "default"
     output_stride: int = 8
+    freeze_backbone: bool = False
     optimizer: str = "sgd"
     momentum: float = 0.9
     crop_size: int = 448

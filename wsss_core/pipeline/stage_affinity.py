@@ -44,6 +44,8 @@ def train(ctx: StageContext, cam_dir: Path, work_dir: Path) -> dict[str, Any]:
     seed = derived_seed(runtime.seed, STAGE_INDEX)
     torch.manual_seed(seed)
     model = runtime.to_device(AffinityNet(build_backbone(c.backbone, c.weights, c.output_stride), radius=c.radius))
+    if c.freeze_backbone:
+        model.backbone.freeze()
     dataset = PseudoLabelView(ctx.datasets["train"], cam_dir / "labels" / "train")
     return fit_on_pseudo_labels(
         name="affinity", model=model, dataset=dataset, step_fn=lambda b: affinity_step(model, b), train=c, seed=seed,

@@ -68,6 +68,8 @@ def train(ctx: StageContext, affinity_dir: Path, work_dir: Path) -> dict[str, An
     seed = derived_seed(runtime.seed, STAGE_INDEX)
     torch.manual_seed(seed)
     model = runtime.to_device(build_deeplab(c, ctx.num_classes, c.weights))
+    if c.freeze_backbone:
+        model.backbone.freeze()
     dataset = PseudoLabelView(ctx.datasets["train"], affinity_dir / "labels" / "train")
     fsl = build_fsl(c)
     return fit_on_pseudo_labels(
