@@ -1,6 +1,8 @@
 """Random-walk propagation of CAMs with a sparse semantic affinity matrix (psa)."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -19,7 +21,9 @@ def transition_matrix(affinity: torch.Tensor, beta: float = 8.0) -> torch.Tensor
     transposed = torch.sparse_coo_tensor(
         torch.stack([column, batch * n + src]), values, (b * n, b * n), check_invariants=True
     )
-    return transposed.coalesce().to_sparse_csr()
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta": CSR products are what we use
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return transposed.coalesce().to_sparse_csr()
 
 
 def random_walk(
