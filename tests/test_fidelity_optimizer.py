@@ -35,6 +35,16 @@ def _net(seed: int) -> tuple[nn.Module, nn.Module]:
     return nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1)  # "pretrained" backbone, new layer (both with bias)
 
 
+def _poly_step(optimizer, cfg, steps):
+    """One step of ours: poly lr for step t, then the optimizer's update on `loss`."""
+    def step(t, loss):
+        set_poly_lr(optimizer, cfg.lr, t, steps, cfg.poly_power)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return step
+
+
 def _reference_groups(backbone, head, lr, wd):
     """icam train_cam.py / train_aff.py: weights x1 decay, biases x2 no decay, new x10 / x20."""
     return [
@@ -72,16 +82,12 @@ def test_cam_and_affinity_sgd_match_the_reference_poly_optimizer(section: str) -
         (m, d, cfg.momentum) for m, d in ((1, 5e-4), (2, 0), (10, 5e-4), (20, 0))
     )
 
-    def our_step(t, loss):
-        set_poly_lr(ours, cfg.lr, t, steps, cfg.poly_power)
-        ours.zero_grad()
-        loss.backward()
-        ours.step()
+    our_step = _poly_step(ours, cfg, steps)
 
     want = _train(ref_step, ref_b, ref_h, steps)
     got = _train(our_step, ours_b, ours_h, steps)
     assert float((got - want).norm() / want.norm()) < 1e-5
-    assert (cfg.lr, cfg.momentum) == ((0.01, 5e-4) if section == "cam" else (0.01, 5e-4))
+    assert (cfg.lr, cfg.momentum) == (0.01, 5e-4)  # both stages, as the authors' train_cam/train_aff
 
 
 def test_segmentation_sgd_is_plain_momentum_09_with_reference_groups() -> None:
@@ -102,11 +108,7 @@ def test_segmentation_sgd_is_plain_momentum_09_with_reference_groups() -> None:
     ours_b, ours_h = _net(3)
     ours = build_optimizer(reference_param_groups(ours_b, [ours_h], cfg.lr, cfg.weight_decay), cfg.optimizer, cfg.momentum)
 
-    def our_step(t, loss):
-        set_poly_lr(ours, cfg.lr, t, steps, cfg.poly_power)
-        ours.zero_grad()
-        loss.backward()
-        ours.step()
+    our_step = _poly_step(ours, cfg, steps)
 
     want = _train(ref_step, ref_b, ref_h, steps)
     got = _train(our_step, ours_b, ours_h, steps)
