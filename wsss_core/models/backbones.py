@@ -8,6 +8,11 @@ from .base import Backbone
 BACKBONES = ("resnet_small", "resnet50", "resnet101", "resnet38d", "efficientnet_lite0")
 
 
+def output_strides(name: str) -> tuple[int, ...]:
+    """The output strides backbone `name` can be built with (8 for all; 16 for efficientnet_lite0)."""
+    return (8, 16) if name == "efficientnet_lite0" else (8,)
+
+
 def build_backbone(name: str, weights: str | Path | None = "default", output_stride: int = 8) -> Backbone:
     """Build a backbone with output stride 8 (as the paper) or, for
     efficientnet_lite0 only, 16 (one dilated stage fewer: cheaper CPU runs).
@@ -22,7 +27,7 @@ def build_backbone(name: str, weights: str | Path | None = "default", output_str
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(BACKBONES)}")
-    allowed = (8, 16) if name == "efficientnet_lite0" else (8,)
+    allowed = output_strides(name)
     if output_stride not in allowed:
         raise ValueError(f"output_stride={output_stride!r} is invalid for {name}; "
                          f"allowed: {', '.join(map(str, allowed))}")

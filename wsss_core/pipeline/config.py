@@ -40,7 +40,6 @@ def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
 
 
 OPTIMIZERS = ("sgd", "adam")
-OUTPUT_STRIDES = {"efficientnet_lite0": (8, 16)}  # other backbones: 8 only
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,10 @@ class TrainingConfig:
     poly_power: float = 0.9
 
     def validate(self, section: str) -> None:
-        from wsss_core.models import BACKBONES
+        from wsss_core.models import BACKBONES, output_strides
 
         _require(self.backbone in BACKBONES, f"{section}.backbone", self.backbone, ", ".join(BACKBONES))
-        strides = OUTPUT_STRIDES.get(self.backbone, (8,))
+        strides = output_strides(self.backbone)
         _require(self.output_stride in strides, f"{section}.output_stride", self.output_stride,
                  f"{', '.join(map(str, strides))} with backbone {self.backbone}")
         _require(self.optimizer in OPTIMIZERS, f"{section}.optimizer", self.optimizer, ", ".join(OPTIMIZERS))
