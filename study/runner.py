@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 from study.schema import STAGES
 from study.spec import SpecError, StudySpec, check_study_name, expand_grid, num_trials, optuna_space, parse_spec
 from study.store import ResultsStore
-from study.trainable import TrialSetup, run_trial, study_trial_id
+from study.trainable import TrialSetup, run_trial, study_trial_id, trial_resources
 
 STUDY_FILE = "study.json"
 CACHE_FOLDER = "_cache"
@@ -292,8 +292,7 @@ def _trainable(spec: StudySpec, location: StudyLocation, cache: str) -> Any:
     start_lease_table()
     setup = TrialSetup(study=location.name, spec=spec, cache=cache, reach_marker=write_reach_marker(cache),
                        study_uri=location.uri)
-    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus, **spec.resources.custom}
-    return tune.with_resources(tune.with_parameters(not_retried(run_trial), setup=setup), resources)
+    return tune.with_resources(tune.with_parameters(not_retried(run_trial), setup=setup), trial_resources(spec))
 
 
 def _param_space(spec: StudySpec) -> dict[str, Any]:

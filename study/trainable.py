@@ -7,6 +7,12 @@ storage, so trials sharing upstream settings reuse them, and a restarted trial
 (worker killed, node lost, driver resumed) picks up finished stages from the
 cache and an interrupted stage from its last epoch checkpoint.
 
+With `resources.gpus > 0` the trial holds no GPU: it coordinates (Tune gives
+it `trial_resources`), and each stage it must compute runs as a Ray task
+holding the study's CPUs and GPUs, started once the trial holds the stage's
+lease (study.stage_tasks); a trial waiting for another trial's lease leaves
+the GPU to others. With `gpus == 0` the trial computes in its own process.
+
 The Tune config of a trial is {"point": {"key": "p0003", "cam.lam": 0.5,
 "runtime.seed": 0, ...}} in grid studies and {"cam.lam": ..., "__trial_index__":
 i} (Optuna + Repeater, i indexes spec.seeds) in Optuna studies.
@@ -23,6 +29,7 @@ from typing import Any
 
 from study.artifacts import overlay_folder, trial_folder, upload_stage
 from study.leases import ActorLeases
+from study.stage_tasks import TRIAL_CPUS, StageTasks
 from study.stage_store import ObjectStageStore, check_reachable
 from study.schema import STAGES
 from study.spec import SEED_KEY, StudySpec
@@ -95,6 +102,15 @@ def flat_trial_config(config: dict[str, Any], spec: StudySpec) -> dict[str, Any]
     return flatten_config(trial_config(config, spec))
 
 
+def trial_resources(spec: StudySpec) -> dict[str, float]:
+    """What Tune reserves for a trial: its CPUs and GPUs, or, when the study uses
+    GPUs, TRIAL_CPUS and no GPU (its stages run as GPU tasks); custom resources always."""
+    resources = spec.resources
+    if resources.gpus > 0:
+        return {"cpu": TRIAL_CPUS, **resources.custom}
+    return {"cpu": resources.cpus, "gpu": resources.gpus, **resources.custom}
+
+
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """Run the pipeline for one trial, reporting after each stage; stages already
     reported before a restart (per the Tune checkpoint) are not reported again."""
@@ -104,6 +120,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from wsss_core.data import build_dataset
     from wsss_core.pipeline import run_pipeline
     from wsss_core.pipeline.cache import code_version
+    from wsss_core.pipeline.runner import LOG_NAME
 
     pipeline_config = sized_to_resources(trial_config(config, setup.spec), setup.spec.resources.cpus)
     checkpoint = tune.get_checkpoint()
@@ -152,9 +169,13 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             (Path(folder) / PROGRESS_FILE).write_text(json.dumps({"stage_index": index, "stage": result.stage}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    resources = setup.spec.resources
+    compute = None if resources.gpus == 0 else StageTasks(
+        pipeline_config, setup.cache, store, cpus=resources.cpus, gpus=resources.gpus, log_file=out_dir / LOG_NAME)
     with scratch:
         run_pipeline(pipeline_config, out_dir, cache_dir=local_cache, on_stage_end=report, progress=False,
-                     store=store, leases=ActorLeases(f"{setup.study}/{trial_id}", ttl=setup.spec.failure.lease_timeout))
+                     store=store, leases=ActorLeases(f"{setup.study}/{trial_id}", ttl=setup.spec.failure.lease_timeout),
+                     compute=compute)
 
 
 def stage_store(cache: str) -> tuple[Any, Path]:

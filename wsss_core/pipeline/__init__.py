@@ -12,6 +12,7 @@ from typing import Any
 
 _EXPORTS = {
     "run_pipeline": "runner",
+    "compute_stage": "runner",
     "PipelineResult": "runner",
     "StageResult": "runner",
     "STAGES": "runner",

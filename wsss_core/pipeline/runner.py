@@ -1,6 +1,11 @@
 """`run_pipeline`: one trial, all three stages, each reused from the
 content-addressed cache when its key matches, resumed from its last epoch
-checkpoint when a previous run was killed."""
+checkpoint when a previous run was killed.
+
+`compute_stage` computes and publishes one stage of a config into a store:
+what a cluster runs where the accelerator is, when `run_pipeline`'s `compute`
+hook sends a missing stage elsewhere (the caller keeps coordinating: it holds
+the stage's lease meanwhile and then reads the published outputs)."""
 from __future__ import annotations
 
 import dataclasses
@@ -35,6 +40,11 @@ STAGES = ("cam", "affinity", "segmentation")
 LOG_NAME = "pipeline.log"
 METRICS_NAME = "metrics.json"
 PARTIAL_METRICS_NAME = "metrics.partial.json"
+
+StageCompute = Callable[[str, str], Path]
+"""compute(stage, key): compute and publish a missing stage somewhere else
+(called while this process holds the key's lease) and return the local folder
+of its published outputs (e.g. the store's `fetch`)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ def run_pipeline(
     overrides: list[str] | None = None,
     store: StageStore | None = None,
     leases: StageLeases | None = None,
+    compute: StageCompute | None = None,
 ) -> PipelineResult:
     """Run (or reuse) the three stages and write out_dir/{metrics.json,
     pipeline.log, config.yaml, overlays/<stage>/*.png}.
@@ -88,6 +99,9 @@ def run_pipeline(
     (default $WSSS_CACHE or ~/.cache/wsss) and generated data. store / leases:
     where stage outputs live and who computes a missing one (default: a
     LocalStageStore and FileLeases on cache_dir; a cluster passes its own).
+    compute: where a missing stage is computed (default: in this process);
+    when given, this process only coordinates: its runtime is the CPU one
+    (runtime.device is left to the compute) and it starts no image pool.
     on_stage_end(StageResult) is called after every stage, cache hits included.
 
     Inputs are checked first (config, folders, every data file, crop sizes):
@@ -111,7 +125,7 @@ def run_pipeline(
         (out / METRICS_NAME).unlink(missing_ok=True)
         log, handlers = _open_log(out, progress)
         try:
-            cache = (store or LocalStageStore(cache_root), leases or FileLeases(cache_root))
+            cache = (store or LocalStageStore(cache_root), leases or FileLeases(cache_root), compute)
             return _run_stages(cfg, datasets, out, cache, on_stage_end, progress, log)
         except Interrupted as error:
             log.error("pipeline %s; rerun the same command to resume", error)
@@ -129,22 +143,22 @@ def _run_stages(
     cfg: PipelineConfig,
     datasets: dict[str, Any],
     out: Path,
-    cache: tuple[StageStore, StageLeases],
+    cache: tuple[StageStore, StageLeases, StageCompute | None],
     on_stage_end: Callable[[StageResult], None] | None,
     progress: bool,
     log: logging.Logger,
 ) -> PipelineResult:
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    runtime = Runtime.from_config(cfg.runtime, progress=progress, log=log)
-    if cfg.runtime.threads is not None:
-        torch.set_num_threads(cfg.runtime.threads)
+    here = cache[2] is None
+    runtime = _runtime(cfg if here else _coordinator(cfg), progress, log)
     num_classes = datasets["train"].num_classes
     code = code_version()
     keys = _stage_keys(cfg, datasets, code)
     log.info("pipeline: %d train / %d val images, K=%d classes, device %s, code %s, cache %s",
-             len(datasets["train"]), len(datasets["val"]), num_classes, runtime.device, code, cache[0])
+             len(datasets["train"]), len(datasets["val"]), num_classes,
+             runtime.device if here else "of the compute", code, cache[0])
     results: list[StageResult] = []
-    with ImagePool(cfg.eval.workers) as pool:
+    with ImagePool(cfg.eval.workers if here else 0) as pool:
         ctx = StageContext(cfg, runtime, pool, datasets, num_classes)
         dirs: dict[str, Path] = {}
         for index, stage in enumerate(STAGES, start=1):
@@ -167,19 +181,25 @@ def _metrics_text(results: list[StageResult]) -> str:
 
 
 def _run_stage(
-    ctx: StageContext, stage: str, index: int, key: str, cache: tuple[StageStore, StageLeases],
+    ctx: StageContext, stage: str, index: int, key: str, cache: tuple[StageStore, StageLeases, StageCompute | None],
     dirs: dict[str, Path], log: logging.Logger,
 ) -> tuple[StageResult, Path]:
     """Reuse the finished outputs of `key`, else take its lease and compute them
-    (resuming saved progress), unless another holder finished them meanwhile."""
-    store, leases = cache
+    (resuming saved progress; here or through `compute`), unless another
+    holder finished them meanwhile."""
+    store, leases, compute = cache
     start = time.perf_counter()
     final, done = store.fetch(stage, key), True
     if final is None:
         with leases.hold(stage, key):
             final = store.fetch(stage, key)
             if final is None:
-                final, done = _compute_stage(ctx, stage, key, store, dirs, log), False
+                if compute is None:
+                    final = _compute_stage(ctx, stage, key, store, dirs, log)
+                else:
+                    log.info("%s: computing %s elsewhere", stage, key)
+                    final = compute(stage, key)
+                done = False
     if done:
         log.info("%s: cache hit %s (%s)", stage, key, final)
     seconds = time.perf_counter() - start
@@ -206,6 +226,58 @@ def _compute_stage(
     else:
         stage_segmentation.run(ctx, dirs["cam"], dirs["affinity"], work)
     return store.publish(stage, key, drop=(CHECKPOINT_NAME,))
+
+
+def compute_stage(
+    config: PipelineConfig | dict | str | Path,
+    stage: str,
+    *,
+    cache_dir: str | Path,
+    store: StageStore | None = None,
+    key: str | None = None,
+    log: logging.Logger | None = None,
+) -> str:
+    """Compute one stage of `config` (resuming saved progress) and publish it
+    into `store` (default: a LocalStageStore on cache_dir); its key. The
+    upstream stages must be finished in the store, and the caller must hold
+    the stage's lease. key: the key the caller derived; a different one here
+    (other code, data or weights on this machine) is a RuntimeError before any
+    work. Generated data goes to cache_dir/data, as in run_pipeline."""
+    cfg = load_config(config)
+    cache_root = check_folder(cache_dir, "cache_dir")
+    store = store or LocalStageStore(cache_root)
+    log = log or logging.getLogger("wsss.pipeline.compute_stage")
+    datasets = {split: build_dataset(cfg.data, split, cache_dir=cache_root / "data") for split in ("train", "val")}
+    keys = _stage_keys(cfg, datasets, code_version())
+    if key is not None and keys[stage] != key:
+        raise RuntimeError(f"{stage}: this machine derives key {keys[stage]}, the caller {key}; code, data or "
+                           "weights differ between the caller's machine and this one")
+    dirs = {}
+    for upstream in STAGES[:STAGES.index(stage)]:
+        folder = store.fetch(upstream, keys[upstream])
+        if folder is None:
+            raise RuntimeError(f"{stage}: upstream stage {upstream} ({keys[upstream]}) is not finished in {store}")
+        dirs[upstream] = folder
+    runtime = _runtime(cfg, False, log)
+    log.info("%s: computing on device %s", stage, runtime.device)
+    with ImagePool(cfg.eval.workers) as pool:
+        ctx = StageContext(cfg, runtime, pool, datasets, datasets["train"].num_classes)
+        _compute_stage(ctx, stage, keys[stage], store, dirs, log)
+    return keys[stage]
+
+
+def _runtime(cfg: PipelineConfig, progress: bool, log: logging.Logger) -> Runtime:
+    """The resolved runtime; sets torch's thread count when runtime.threads is set."""
+    runtime = Runtime.from_config(cfg.runtime, progress=progress, log=log)
+    if cfg.runtime.threads is not None:
+        torch.set_num_threads(cfg.runtime.threads)
+    return runtime
+
+
+def _coordinator(cfg: PipelineConfig) -> PipelineConfig:
+    """The config of a process that computes no stage itself: device cpu (the
+    runtime is resolved but never trains, and CUDA need not exist here)."""
+    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device="cpu"))
 
 
 def _stage_keys(cfg: PipelineConfig, datasets: dict[str, Any], code: str) -> dict[str, str]:
