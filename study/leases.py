@@ -9,6 +9,9 @@ holder is named after its trial, so a retried trial takes its own lease back
 at once.
 Waiting is a poll of the table; the stage's outputs are checked again once the
 lease is held, so a waiter whose key was finished meanwhile computes nothing.
+A waiting trial holds no GPU: with `resources.gpus > 0` the GPU is held only by
+the stage task a lease holder starts (study.stage_tasks), and the holder keeps
+renewing its lease while that task runs.
 """
 from __future__ import annotations
 

@@ -119,7 +119,10 @@ class SchedulerSettings:
 
 @dataclass(frozen=True)
 class ResourceSettings:
-    """Per trial: CPUs, GPUs (fractions share one GPU), custom Ray resources."""
+    """Per trial: CPUs, GPUs (fractions share one GPU), custom Ray resources.
+    With gpus > 0 the CPUs and GPUs are held by each stage task a trial starts,
+    not by the trial (study.stage_tasks); with runtime.device cpu the GPU is
+    then a scheduling resource only."""
 
     cpus: float = 1.0
     gpus: float = 0.0
