@@ -17,7 +17,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from study.runner import run_study  # noqa: E402
+from study.runner import run_study, study_status  # noqa: E402
 from study.spec import parse_spec  # noqa: E402
 from study.trainable import trial_resources  # noqa: E402
 
@@ -82,3 +82,24 @@ def test_an_error_in_a_stage_task_fails_the_trial_with_its_own_message(storage):
     failed = rows(storage, "gpu-nan")
     assert failed and all(r["status"] == "failed" and r["stage"] == "cam" for r in failed)
     assert all(r["error"].startswith("FloatingPointError") and "nan" in r["error"].lower() for r in failed)
+
+
+def test_a_killed_stage_task_fails_its_trial_which_resumes_from_the_saved_epoch(storage):
+    psutil = pytest.importorskip("psutil")
+    spec = parse_spec({"name": "gpu-kill", **GPU_SPEC, "fixed": {**GPU_SPEC["fixed"], "affinity.epochs": 3},
+                       "failure": {"max_retries": 1}})
+    runner = threading.Thread(target=run_study, args=(spec,), kwargs={"storage": storage, "verbose": 0})
+    runner.start()
+    checkpoints = storage / "_cache" / "stages" / "affinity"
+    deadline = time.monotonic() + 120
+    while not list(checkpoints.glob("*.partial/checkpoint.pt")):
+        assert time.monotonic() < deadline, "no affinity epoch checkpoint"
+        time.sleep(0.02)
+    (task,) = [p for p in psutil.Process().children(recursive=True) if "ray::wsss-affinity" in " ".join(p.cmdline())]
+    task.kill()
+    runner.join(timeout=240)
+    assert not runner.is_alive()
+    (status,) = study_status("gpu-kill", storage=storage)
+    assert status["state"] == "TERMINATED" and status["failures"] == 1 and status["stage"] == "segmentation"
+    log = (storage / "gpu-kill" / "trials" / status["trial"] / "pipeline.log").read_text()
+    assert "affinity: resuming after epoch" in log, "the retried trial's task resumed from the saved epoch"
