@@ -8,7 +8,8 @@ local or shared folder, or the object store itself for s3:// / gs://), so
 every study in the storage reuses finished upstream stages; `cache_dir`
 overrides it. Before any trial runs, the driver writes a marker into the cache
 that every trial must read (a node that cannot reach the cache fails with one
-line), and starts the cluster's stage-lease table (`study.leases`).
+line; the driver deletes its marker when the study ends), and starts the
+cluster's stage-lease table (`study.leases`).
 """
 from __future__ import annotations
 
@@ -97,8 +98,8 @@ def run_study(
         "created_at": datetime.now(timezone.utc).isoformat(),
         "trials": num_trials(spec),
     }
-    with ray_session(address):
-        tuner = _build_tuner(spec, location, cache, verbose)
+    with ray_session(address), reach_marker(cache) as marker:
+        tuner = _build_tuner(spec, location, cache, marker, verbose)
         filesystem.create_dir(path, recursive=True)
         with filesystem.open_output_stream(f"{path}/{STUDY_FILE}") as stream:
             stream.write(json.dumps(record, indent=1).encode())
@@ -118,12 +119,12 @@ def resume_study(
     _check_client_storage(address, location)
     record = _read_record(location)
     spec = parse_spec(record["spec"])
-    with ray_session(address):
+    with ray_session(address), reach_marker(record["cache_dir"]) as marker:
         if not tune.Tuner.can_restore(location.uri):
             raise StudyError(f"study {name!r} in {location.storage} has no Tune experiment state to resume from")
         tuner = tune.Tuner.restore(
             location.uri,
-            trainable=_trainable(spec, location, record["cache_dir"]),
+            trainable=_trainable(spec, location, record["cache_dir"], marker),
             resume_unfinished=True,
             resume_errored=False,
             param_space=_param_space(spec),
@@ -211,7 +212,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, verbose: int) -> Any:
+def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, marker: str, verbose: int) -> Any:
     from ray import tune
 
     from study.callback import ParquetResultsCallback
@@ -240,7 +241,7 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, verbo
         verbose=verbose,
     )
     return tune.Tuner(
-        _trainable(spec, location, cache_dir),
+        _trainable(spec, location, cache_dir, marker),
         param_space=_param_space(spec),
         tune_config=tune_config,
         run_config=run_config,
@@ -280,19 +281,29 @@ def _check_inputs(spec: StudySpec) -> None:
         raise StudyError(str(error)) from None
 
 
-def _trainable(spec: StudySpec, location: StudyLocation, cache: str) -> Any:
-    """The trainable with its setup; starts the lease table and writes the cache's reach marker."""
+def _trainable(spec: StudySpec, location: StudyLocation, cache: str, marker: str) -> Any:
+    """The trainable with its setup (marker: the driver's reach marker in the cache); starts the lease table."""
     from ray import tune
 
     from study.leases import start_lease_table
-    from study.stage_store import write_reach_marker
 
     from study.no_retry import not_retried
 
     start_lease_table()
-    setup = TrialSetup(study=location.name, spec=spec, cache=cache, reach_marker=write_reach_marker(cache),
-                       study_uri=location.uri)
+    setup = TrialSetup(study=location.name, spec=spec, cache=cache, reach_marker=marker, study_uri=location.uri)
     return tune.with_resources(tune.with_parameters(not_retried(run_trial), setup=setup), trial_resources(spec))
+
+
+@contextlib.contextmanager
+def reach_marker(cache: str) -> Iterator[str]:
+    """A fresh reach marker in the cache for the block (see study.stage_store), deleted after it."""
+    from study.stage_store import remove_reach_marker, write_reach_marker
+
+    marker = write_reach_marker(cache)
+    try:
+        yield marker
+    finally:
+        remove_reach_marker(marker)
 
 
 def _param_space(spec: StudySpec) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Local mirror (per node): `<local>/stages/<stage>/<key>/` (finished, downloaded
 once, atomic rename) and `<key>.partial/` (the work folder). Object stores
 have no atomic folder rename, so readers trust a remote folder only once its
 `_DONE` marker exists. Also: the reachability marker the driver writes and
-every trial reads.
+every trial reads (deleted by the driver when its study ends).
 """
 from __future__ import annotations
 
@@ -119,6 +119,15 @@ def write_reach_marker(cache_uri: str) -> str:
     with filesystem.open_output_stream(f"{root}/{REACH_FOLDER}/{name}") as stream:
         stream.write(name.encode())
     return f"{cache_uri.rstrip('/')}/{REACH_FOLDER}/{name}"
+
+
+def remove_reach_marker(marker: str) -> None:
+    """Delete a marker written by write_reach_marker (gone already: nothing to do)."""
+    filesystem, path = resolve(marker)
+    try:
+        filesystem.delete_file(path)
+    except FileNotFoundError:
+        pass
 
 
 def check_reachable(marker: str, node: str) -> None:

@@ -56,6 +56,7 @@ def test_a_trial_waiting_for_a_lease_holds_no_gpu_and_each_key_is_computed_once(
         done.set()
         sampler.join()
     assert [row["state"] for row in table] == ["TERMINATED", "TERMINATED"]
+    assert not list((storage / "_cache" / "_reach").iterdir()), "the driver deleted its reach marker"
     results = [r for r in rows(storage, "gpu") if r["split"] == "val"]
     assert all(r["status"] == "completed" for r in results) and len(results) == 6
     for stage in ("cam", "affinity"):

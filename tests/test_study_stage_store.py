@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from study.stage_store import DONE, ObjectStageStore, check_reachable, write_reach_marker
+from study.stage_store import DONE, ObjectStageStore, check_reachable, remove_reach_marker, write_reach_marker
 from study.store import ResultsStore
 from tests.s3_server import moto_server, s3_env
 from tests.test_study_store import outcome
@@ -47,7 +47,11 @@ def test_progress_moves_between_nodes_and_published_outputs_are_mirrored(s3, tmp
 
 
 def test_reach_marker_written_on_the_driver_is_read_in_a_trial(s3, tmp_path):
-    check_reachable(write_reach_marker(f"{s3}/cache"), "node-a")
+    remote = write_reach_marker(f"{s3}/cache")
+    check_reachable(remote, "node-a")
+    remove_reach_marker(remote)  # the study ended
+    with pytest.raises(RuntimeError, match="is not reachable"):
+        check_reachable(remote, "node-a")
     local = write_reach_marker(str(tmp_path / "shared"))
     check_reachable(local, "node-a")
     (tmp_path / "shared" / "_reach" / local.rsplit("/", 1)[1]).unlink()  # a node that does not mount the folder
