@@ -138,6 +138,9 @@ class LocalStageStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    def __repr__(self) -> str:
+        return f"LocalStageStore({str(self.root)!r})"
+
     def _base(self, stage: str, key: str) -> Path:
         return self.root / "stages" / stage / key
 

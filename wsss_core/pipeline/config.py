@@ -309,8 +309,10 @@ class EvalConfig:
 @dataclass(frozen=True)
 class RuntimeConfig:
     """seed: fixes every random choice (deterministic on CPU). device: "auto"
-    picks CUDA when available. amp and channels_last apply on CUDA only (same
-    code path; ignored on CPU). threads: torch intra-op threads (None: torch's
+    picks CUDA when available. amp applies on CUDA only (same code path;
+    ignored on CPU). channels_last: NHWC weights and images on any device
+    (measured 1.4x faster CPU training of the demo's EfficientNet-Lite0,
+    bench/channels_last.py). threads: torch intra-op threads (None: torch's
     default). loader_workers: DataLoader workers for training batches."""
 
     seed: int = 0

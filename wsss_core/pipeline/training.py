@@ -23,7 +23,7 @@ from wsss_core.pipeline.config import ConfigError, RuntimeConfig, TrainingConfig
 
 @dataclass(frozen=True)
 class Runtime:
-    """Resolved runtime: device, AMP / channels_last (CUDA only), seed, loader
+    """Resolved runtime: device, AMP (CUDA only), channels_last, seed, loader
     workers, whether to draw progress bars, the run's logger, and what to call
     after each epoch checkpoint is written (e.g. upload it to a shared store)."""
 
@@ -46,7 +46,7 @@ class Runtime:
         return cls(
             device=device,
             amp=config.amp and on_cuda,
-            channels_last=config.channels_last and on_cuda,
+            channels_last=config.channels_last,
             seed=config.seed,
             loader_workers=config.loader_workers,
             progress=progress,

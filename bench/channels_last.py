@@ -1,0 +1,81 @@
+"""CPU speed of `runtime.channels_last` (NHWC) vs NCHW for the demo's networks.
+
+Times one training step (forward, backward of the new layers, as the frozen
+backbone gives no backbone gradients) and one inference forward per image of
+the CAM network and DeepLab of `search_spaces/pipeline_demo.yaml` at their
+training crop (224 px, output stride 16), batch 8, on one thread by default.
+Both layouts are timed in the same run, alternating, best of `--repeats`; the
+ratio is NCHW time / NHWC time (> 1: channels_last is faster).
+
+    .venv/bin/python bench/channels_last.py [--repeats 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from wsss_core.pipeline.config import load_config
+from wsss_core.pipeline.stage_cam import build_cam_net
+from wsss_core.pipeline.stage_segmentation import build_deeplab
+
+CONFIG = "search_spaces/pipeline_demo.yaml"
+BATCH = 8
+NUM_CLASSES = 6
+
+
+def _step(model: nn.Module, x: torch.Tensor, train: bool) -> Callable[[], None]:
+    def run() -> None:
+        if train:
+            out = model(x)
+            logits = out.logits if hasattr(out, "logits") else out
+            logits.float().sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    return run
+
+
+def _best_ms_per_image(run: Callable[[], None], repeats: int) -> float:
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / BATCH
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per case, best kept (default: 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, as the demo's trials)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(CONFIG)
+    deeplab = build_deeplab(cfg.segmentation, NUM_CLASSES, cfg.segmentation.weights)
+    if cfg.segmentation.freeze_backbone:
+        deeplab.backbone.freeze()
+    networks = {"cam": (build_cam_net(cfg.cam, NUM_CLASSES, 0), cfg.cam.crop_size),
+                "deeplab": (deeplab, cfg.segmentation.crop_size)}
+    print(f"{'network':8s} {'pass':6s} {'NCHW ms/img':>12s} {'NHWC ms/img':>12s} {'ratio':>6s}")
+    for name, (model, size) in networks.items():
+        for train in (True, False):
+            model.train(train)
+            x = torch.randn(BATCH, 3, size, size)
+            layouts = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+            times: dict[str, list[float]] = {layout: [] for layout in layouts}
+            for _ in range(args.repeats):
+                for layout, memory_format in layouts.items():  # Module.to converts in place
+                    step = _step(model.to(memory_format=memory_format), x.contiguous(memory_format=memory_format), train)
+                    times[layout].append(_best_ms_per_image(step, 1))
+            nchw, nhwc = min(times["nchw"]), min(times["nhwc"])
+            print(f"{name:8s} {'train' if train else 'infer':6s} {nchw:12.1f} {nhwc:12.1f} {nchw / nhwc:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
