@@ -311,7 +311,7 @@ class RuntimeConfig:
     """seed: fixes every random choice (deterministic on CPU). device: "auto"
     picks CUDA when available. amp applies on CUDA only (same code path;
     ignored on CPU). channels_last: NHWC weights and images on any device
-    (measured 1.4x faster CPU training of the demo's EfficientNet-Lite0,
+    (measured 1.3x faster CPU training and inference of the demo's networks,
     bench/channels_last.py). threads: torch intra-op threads (None: torch's
     default). loader_workers: DataLoader workers for training batches."""
 
