@@ -54,6 +54,17 @@ def test_importance_sampling_difference_and_spread_match_the_rows(studies):
         assert finding.verdict == SUPPORTED
 
 
+def test_importance_sampling_notes_the_best_mixed_lambda(studies):
+    study, frame = studies["demo"]
+    rows = _val(study.rows, "cam", pooling="gmp").groupby("lambda")["miou"].mean()
+    mixed = rows[(rows.index > 0) & (rows.index < 1)]
+    best = mixed.idxmax()
+    finding = _one(frame, "importance sampling beats GMP")
+    assert finding.note.startswith(f"best mixed λ={best:g}: {100 * (mixed[best] - rows[0.0]):+.1f} points over λ=0")
+    only_ends = frame[frame["lambda"].isin([0.0, 1.0])]
+    assert "best mixed" not in _one(only_ends, "importance sampling beats GMP").note
+
+
 def test_fsl_contour_finding_pairs_on_and_off_at_equal_settings(studies):
     study, frame = studies["demo"]
     rows = _val(study.rows, "cam").set_index("lambda")
