@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fsl.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/random_walk.py
+	$(BIN)/python bench/channels_last.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/study.py
 
