@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_STORAGE ?= $(CURDIR)/runs
+DEMO_MEMO ?= $(CURDIR)/runs/_feature_memo
 
 .PHONY: demo test install bench clean
 
@@ -18,7 +19,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/wsss study run search_spaces/demo.yaml --storage $(DEMO_STORAGE) --name demo
+	WSSS_FEATURE_MEMO=$(DEMO_MEMO) $(BIN)/wsss study run search_spaces/demo.yaml --storage $(DEMO_STORAGE) --name demo
+	rm -rf $(DEMO_MEMO)
 	$(BIN)/wsss report $(DEMO_STORAGE)/demo -o $(DEMO_STORAGE)/demo/report.html
 
 test: $(STAMP)

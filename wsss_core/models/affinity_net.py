@@ -149,7 +149,7 @@ class AffinityNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] -> affinity features [B,448,~H/8,~W/8]."""
-        stages = self.backbone.forward_stages(x)[-3:]
+        stages = self.backbone.features(x, slice(-3, None))
         projected = [F.elu(proj(s)) for proj, s in zip(self.projections, stages)]
         return F.elu(self.fuse(torch.cat(projected, dim=1)))
 

@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .feature_memo import FeatureMemo, weights_fingerprint
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -27,6 +29,7 @@ class Backbone(nn.Module):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     frozen: bool = False
+    memo: FeatureMemo | None = None
 
     def freeze(self) -> Backbone:
         """Fixed pretrained features: no gradients, and BatchNorm in eval mode
@@ -34,6 +37,12 @@ class Backbone(nn.Module):
         self.frozen = True
         self.requires_grad_(False)
         return self.eval()
+
+    def share_features(self, directory: Path) -> FeatureMemo:
+        """Serve fixed feature maps from a FeatureMemo in `directory`, keyed by
+        the current weights (attach after loading them)."""
+        self.memo = FeatureMemo(directory, weights_fingerprint(self), extra=f"stride {self.stride}")
+        return self.memo
 
     def train(self, mode: bool = True) -> Backbone:
         return super().train(mode and not self.frozen)
@@ -46,9 +55,17 @@ class Backbone(nn.Module):
         """x [B,3,H,W] -> list of feature maps, coarsest last (at `stride`)."""
         raise NotImplementedError
 
+    def features(self, x: torch.Tensor, which: slice = slice(-1, None)) -> list[torch.Tensor]:
+        """forward_stages(x)[which]; read from `memo` when one is attached and
+        the maps are fixed: eval mode, and frozen or without gradients."""
+        fixed = not self.training and (self.frozen or not torch.is_grad_enabled())
+        if self.memo is None or not fixed:
+            return self.forward_stages(x)[which]
+        return self.memo.maps(self.forward_stages, x, which)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] -> [B, out_channels, ~H/stride, ~W/stride]."""
-        return self.forward_stages(x)[-1]
+        return self.features(x)[0]
 
     def load_weights(self, path: str | Path) -> None:
         """Load a local state dict with exactly this backbone's key names

@@ -82,7 +82,7 @@ class CAMNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> CAMOutput:
         """x [B,3,H,W] normalised with backbone.mean/std -> CAMOutput at stride 8."""
-        stages = self.backbone.forward_stages(x)
+        stages = self.backbone.features(x, slice(-3 if self.pcm is not None else -1, None))
         logits = self.classifier(self.dropout(stages[-1]))
         probs = torch.softmax(logits.float(), dim=1).to(logits.dtype)
         refined = None

@@ -313,7 +313,13 @@ class RuntimeConfig:
     ignored on CPU). channels_last: NHWC weights and images on any device
     (measured 1.3x faster CPU training and inference of the demo's networks,
     bench/channels_last.py). threads: torch intra-op threads (None: torch's
-    default). loader_workers: DataLoader workers for training batches."""
+    default). loader_workers: DataLoader workers for training batches.
+    feature_memo: frozen backbones (`freeze_backbone`) read their feature maps
+    from an on-disk memo shared by every process on the machine
+    ($WSSS_FEATURE_MEMO, else <temp>/wsss-feature-memo; wsss_core.models.
+    feature_memo): trials that differ only downstream of a frozen backbone
+    compute its maps once. Exact (float32 as computed); it costs disk, about
+    1 MB per 224 px image view at stride 16, and may be deleted at any time."""
 
     seed: int = 0
     device: str = "auto"
@@ -321,6 +327,7 @@ class RuntimeConfig:
     channels_last: bool = False
     threads: int | None = None
     loader_workers: int = 0
+    feature_memo: bool = False
 
     def validate(self, section: str = "runtime") -> None:
         _require(self.device in DEVICES, "runtime.device", self.device, ", ".join(DEVICES))

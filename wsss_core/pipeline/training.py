@@ -18,14 +18,17 @@ from tqdm import tqdm
 
 from wsss_core.data import Batch, ColorJitter, TrainTransform, TransformedDataset, collate_samples
 from wsss_core.data.sample import Sample
+from wsss_core.models import Backbone
+from wsss_core.models.feature_memo import default_memo_dir
 from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
 from wsss_core.pipeline.config import ConfigError, RuntimeConfig, TrainingConfig
 
 @dataclass(frozen=True)
 class Runtime:
     """Resolved runtime: device, AMP (CUDA only), channels_last, seed, loader
-    workers, whether to draw progress bars, the run's logger, and what to call
-    after each epoch checkpoint is written (e.g. upload it to a shared store)."""
+    workers, whether to draw progress bars, the run's logger, what to call
+    after each epoch checkpoint is written (e.g. upload it to a shared store),
+    and the folder of the machine's feature memo (None: off)."""
 
     device: torch.device
     amp: bool
@@ -35,6 +38,7 @@ class Runtime:
     progress: bool
     log: logging.Logger
     on_checkpoint: Callable[[], None] | None = None
+    feature_memo: Path | None = None
 
     @classmethod
     def from_config(cls, config: RuntimeConfig, *, progress: bool, log: logging.Logger) -> Runtime:
@@ -51,11 +55,17 @@ class Runtime:
             loader_workers=config.loader_workers,
             progress=progress,
             log=log,
+            feature_memo=default_memo_dir() if config.feature_memo else None,
         )
 
     def to_device(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def share_features(self, backbone: Backbone, fixed: bool) -> None:
+        """Read a fixed (frozen) backbone's feature maps from the feature memo when it is on."""
+        if self.feature_memo is not None and fixed:
+            backbone.share_features(self.feature_memo)
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
         """An image batch [B,3,H,W] on the device (channels_last when enabled)."""
@@ -207,6 +217,8 @@ def fit(
             "%s epoch %d/%d: %s", name, state.epoch, train.epochs,
             ", ".join(f"{k} {v:.4f}" for k, v in means.items()),
         )
+    for backbone in (m for m in model.modules() if isinstance(m, Backbone) and m.memo is not None):
+        runtime.log.info("%s: %s", name, backbone.memo.summary())
     return state
 
 

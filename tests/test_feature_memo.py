@@ -1,0 +1,90 @@
+"""The feature memo (runtime.feature_memo): a frozen backbone's maps are read
+back exactly instead of recomputed, by another process too, and never for a
+backbone that trains; in the pipeline, a second trial that differs only
+downstream of frozen backbones reads its features and gets the results of a
+run without the memo."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from wsss_core.models import build_backbone
+from wsss_core.models.feature_memo import MEMO_ENV
+from wsss_core.pipeline import run_pipeline
+
+TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml"
+FROZEN = [f"{stage}.freeze_backbone=true" for stage in ("cam", "affinity", "segmentation")]
+
+
+def _counting(backbone):
+    calls = []
+    compute = backbone.forward_stages
+
+    def forward_stages(x):
+        calls.append(x.shape)
+        return compute(x)
+
+    backbone.forward_stages = forward_stages
+    return calls
+
+
+def test_frozen_maps_are_read_back_exactly(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet_small", None).freeze()
+    backbone.share_features(tmp_path)
+    calls = _counting(backbone)
+    x = torch.randn(2, 3, 32, 32)
+    first = backbone.features(x, slice(-3, None))
+    again = backbone.features(x.clone(), slice(-3, None))
+    assert len(calls) == 1 and backbone.memo.hits == 1
+    assert len(again) == 3 and all(torch.equal(a, b) for a, b in zip(first, again))
+    backbone.features(x + 1e-3, slice(-3, None))
+    backbone.features(x, slice(-1, None))
+    assert len(calls) == 3, "another input or another choice of maps is computed"
+
+    twin = build_backbone("resnet_small", None)
+    twin.load_state_dict(backbone.state_dict())
+    twin.eval().share_features(tmp_path)
+    twin_calls = _counting(twin)
+    with torch.no_grad():
+        assert torch.equal(twin(x), first[-1]), "another process with the same weights reads the entry"
+    assert twin_calls == []
+
+    other = build_backbone("resnet_small", None).freeze()
+    other.share_features(tmp_path)
+    other_calls = _counting(other)
+    other.features(x, slice(-3, None))
+    assert len(other_calls) == 1 and other.memo.directory != backbone.memo.directory, "other weights, other entries"
+
+
+def test_a_training_backbone_never_uses_the_memo(tmp_path: Path) -> None:
+    backbone = build_backbone("resnet_small", None)
+    backbone.share_features(tmp_path)
+    calls = _counting(backbone)
+    x = torch.randn(2, 3, 32, 32)
+    backbone.train()
+    backbone(x), backbone(x)
+    backbone.eval()
+    backbone(x)  # eval mode with gradients on: the weights may still change
+    assert len(calls) == 3 and backbone.memo.hits + backbone.memo.misses == 0
+    assert not any(tmp_path.rglob("*.pt"))
+
+
+def test_a_second_trial_reads_the_frozen_features_and_matches_a_run_without(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(MEMO_ENV, str(tmp_path / "memo"))
+    first = run_pipeline(TINY, tmp_path / "first", cache_dir=tmp_path / "cache", progress=False,
+                         overrides=[*FROZEN, "runtime.feature_memo=true", "cam.lam=0.0"])
+    second = run_pipeline(TINY, tmp_path / "second", cache_dir=tmp_path / "cache", progress=False,
+                          overrides=[*FROZEN, "runtime.feature_memo=true", "cam.lam=1.0"])
+    assert [r.cache_hit for r in second.stages] == [False, False, False]
+    log = (tmp_path / "second" / "pipeline.log").read_text()
+    for stage in ("cam", "affinity", "segmentation"):
+        line = next(line for line in log.splitlines() if f"{stage}: " in line and "feature forwards" in line)
+        read, total = (int(word) for word in line.split(": ", 2)[-1].split()[:3:2])
+        assert read == total > 0, line
+    plain = run_pipeline(TINY, tmp_path / "plain", cache_dir=tmp_path / "plain-cache", progress=False,
+                         overrides=[*FROZEN, "cam.lam=1.0"])
+    for memo, without in zip(second.stages, plain.stages):
+        assert memo.key == without.key and memo.metrics == without.metrics
+    assert first.stages[0].metrics != second.stages[0].metrics, "the trials differ downstream of the features"
