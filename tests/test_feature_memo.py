@@ -5,12 +5,15 @@ downstream of frozen backbones reads its features and gets the results of a
 run without the memo."""
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import torch
 
 from wsss_core.models import build_backbone
-from wsss_core.models.feature_memo import MEMO_ENV
+from wsss_core.models.feature_memo import MEMO_ENV, STALE_CLAIM_SECONDS, FeatureMemo
 from wsss_core.pipeline import run_pipeline
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml"
@@ -56,6 +59,60 @@ def test_frozen_maps_are_read_back_exactly(tmp_path: Path) -> None:
     other_calls = _counting(other)
     other.features(x, slice(-3, None))
     assert len(other_calls) == 1 and other.memo.directory != backbone.memo.directory, "other weights, other entries"
+
+
+def _slow_maps(log: list[float]):
+    def compute(x: torch.Tensor) -> list[torch.Tensor]:
+        log.append(float(x.flatten()[0]))
+        time.sleep(0.02)
+        return [x * 2, x + 1]
+    return compute
+
+
+def test_processes_warming_the_same_inputs_split_them(tmp_path: Path) -> None:
+    inputs = [torch.full((1, 3, 4, 4), float(i)) for i in range(40)]
+    done: dict[str, list[float]] = {"a": [], "b": []}
+    memos = {name: FeatureMemo(tmp_path, "weights") for name in done}
+
+    def warm_all(name: str) -> None:
+        for x in inputs:
+            memos[name].warm(_slow_maps(done[name]), x, slice(-1, None))
+
+    threads = [threading.Thread(target=warm_all, args=(name,)) for name in done]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(done["a"] + done["b"]) == list(range(40)), "each input computed exactly once"
+    assert len(done["a"]) >= 5 and len(done["b"]) >= 5, f"both processes computed: {len(done['a'])}, {len(done['b'])}"
+    reader: list[float] = []
+    for x in inputs:
+        assert torch.equal(memos["a"].maps(_slow_maps(reader), x, slice(-1, None))[0], x + 1)
+    assert reader == [] and memos["a"].hits == 40
+
+
+def test_use_waits_for_a_claimed_input_and_a_dead_claim_is_ignored(tmp_path: Path) -> None:
+    memo = FeatureMemo(tmp_path, "weights")
+    x = torch.ones(1, 3, 4, 4)
+    path = tmp_path / "weights" / f"{memo.key(x, slice(-1, None))}.pt"
+    path.parent.mkdir(parents=True)
+    claim = path.with_suffix(".claim")
+    claim.touch()
+    other = FeatureMemo(tmp_path, "weights")
+    finisher = threading.Timer(0.3, lambda: (other._store(path, [x * 5]), claim.unlink()))
+    finisher.start()
+    computed: list[float] = []
+    assert torch.equal(memo.maps(_slow_maps(computed), x, slice(-1, None))[0], x * 5), "read what the claimer stored"
+    assert computed == []
+    finisher.join()
+
+    y = torch.zeros(1, 3, 4, 4)
+    dead = (tmp_path / "weights" / f"{memo.key(y, slice(-1, None))}.pt").with_suffix(".claim")
+    dead.touch()
+    old = time.time() - STALE_CLAIM_SECONDS - 1
+    os.utime(dead, (old, old))
+    memo.warm(_slow_maps(computed), y, slice(-1, None))
+    assert computed == [0.0] and not dead.exists(), "a claim left by a dead process does not block the input"
 
 
 def test_a_training_backbone_never_uses_the_memo(tmp_path: Path) -> None:

@@ -137,6 +137,7 @@ class AffinityNet(nn.Module):
         super().__init__()
         pair_offsets(radius)  # validates the radius
         self.backbone = backbone
+        self.backbone_maps = slice(-3, None)
         self.radius = radius
         self.projections = nn.ModuleList(
             nn.Conv2d(c, p, 1, bias=False) for c, p in zip(backbone.stage_channels[-3:], proj_channels)
@@ -149,7 +150,7 @@ class AffinityNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] -> affinity features [B,448,~H/8,~W/8]."""
-        stages = self.backbone.features(x, slice(-3, None))
+        stages = self.backbone.features(x, self.backbone_maps)
         projected = [F.elu(proj(s)) for proj, s in zip(self.projections, stages)]
         return F.elu(self.fuse(torch.cat(projected, dim=1)))
 

@@ -63,6 +63,14 @@ class Backbone(nn.Module):
             return self.forward_stages(x)[which]
         return self.memo.maps(self.forward_stages, x, which)
 
+    @torch.no_grad()
+    def warm_features(self, x: torch.Tensor, which: slice = slice(-1, None)) -> None:
+        """Store features(x, which) in the attached memo ahead of use, unless
+        stored or claimed by another process (no-op without a memo or when the
+        maps are not fixed)."""
+        if self.memo is not None and not self.training and self.frozen:
+            self.memo.warm(self.forward_stages, x, which)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] -> [B, out_channels, ~H/stride, ~W/stride]."""
         return self.features(x)[0]

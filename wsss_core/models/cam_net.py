@@ -79,10 +79,11 @@ class CAMNet(nn.Module):
         self.classifier = nn.Conv2d(backbone.out_channels, num_classes, 1, bias=False)
         nn.init.xavier_uniform_(self.classifier.weight)
         self.pcm = PixelCorrelationModule(backbone.stage_channels[-3:-1]) if mode == "seam" else None
+        self.backbone_maps = slice(-3 if self.pcm is not None else -1, None)
 
     def forward(self, x: torch.Tensor) -> CAMOutput:
         """x [B,3,H,W] normalised with backbone.mean/std -> CAMOutput at stride 8."""
-        stages = self.backbone.features(x, slice(-3 if self.pcm is not None else -1, None))
+        stages = self.backbone.features(x, self.backbone_maps)
         logits = self.classifier(self.dropout(stages[-1]))
         probs = torch.softmax(logits.float(), dim=1).to(logits.dtype)
         refined = None

@@ -95,6 +95,7 @@ class DeepLabV1(nn.Module):
         if head not in HEADS:
             raise ValueError(f"head must be one of {tuple(HEADS)}, got {head!r}")
         self.backbone = backbone
+        self.backbone_maps = slice(-1, None)
         self.num_classes = num_classes
         self.head = HEADS[head](backbone.out_channels, head_channels, num_classes, dilation, dropout, bn_momentum)
         for module in self.modules():
@@ -103,7 +104,7 @@ class DeepLabV1(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] -> logits [B,K,~H/8,~W/8]."""
-        return self.head(self.backbone(x))
+        return self.head(self.backbone.features(x, self.backbone_maps)[0])
 
     def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict]:
         """SGD groups: backbone at lr, the head at 10x (biases 2x/20x, no decay)."""

@@ -165,6 +165,7 @@ def fit(
     if state.epoch:
         runtime.log.info("%s: resuming after epoch %d/%d from %s", name, state.epoch, train.epochs, path)
     total = train.epochs * num_steps
+    warm_feature_memo(name, model, epoch_batches, range(state.epoch, train.epochs), num_steps, runtime)
     for epoch in range(state.epoch, train.epochs):
         model.train()
         started = time.perf_counter()
@@ -220,6 +221,30 @@ def fit(
     for backbone in (m for m in model.modules() if isinstance(m, Backbone) and m.memo is not None):
         runtime.log.info("%s: %s", name, backbone.memo.summary())
     return state
+
+
+def warm_feature_memo(
+    name: str,
+    model: nn.Module,
+    epoch_batches: Callable[[int], Iterable[Batch]],
+    epochs: range,
+    num_steps: int,
+    runtime: Runtime,
+) -> None:
+    """Before training: store the fixed backbone maps of every batch of
+    `epochs` in the feature memo (Backbone.warm_features), so processes that
+    train on the same batches at once (a sweep's first trials) compute each
+    batch once between them. No-op without a memo."""
+    nets = [m for m in model.modules() if isinstance(getattr(m, "backbone", None), Backbone) and m.backbone.memo is not None]
+    if not nets:
+        return
+    batches = (batch for epoch in epochs for batch in epoch_batches(epoch))
+    with torch.random.fork_rng(devices=[]):  # a DataLoader draws its base seed from torch's global generator
+        for batch in tqdm(batches, total=len(epochs) * num_steps, desc=f"{name} feature memo",
+                          disable=not runtime.progress, leave=False, unit="batch"):
+            with runtime.autocast():
+                for net in nets:
+                    net.backbone.warm_features(batch.image, net.backbone_maps)
 
 
 EXPLODED = 1e4  # a parameter this large, when a forward pass fails, means training diverged
