@@ -235,11 +235,12 @@ def read_results(filesystem: pafs.FileSystem, path: str, attempts: int = 5) -> p
 
     A file replaced or deleted (compaction) between listing and reading, as can
     happen on an object store while a study runs, is read again from a fresh
-    listing, up to `attempts` times."""
+    listing, up to `attempts` times (S3 reports such a file as a plain OSError,
+    `RESOURCE_NOT_FOUND during GetObject`, not FileNotFoundError)."""
     for attempt in range(attempts - 1):
         try:
             return _read_dataset(filesystem, path)
-        except (pa.ArrowInvalid, FileNotFoundError):
+        except (pa.ArrowInvalid, OSError):
             time.sleep(0.2 * (attempt + 1))
     return _read_dataset(filesystem, path)
 

@@ -65,3 +65,23 @@ def test_results_store_on_s3(s3):
     store.write_outcome(outcome(trial_id="t2"))
     assert store.compact().endswith("results/compacted.parquet")
     assert ResultsStore(f"{s3}/studies/one").read().num_rows == 4
+
+
+def test_a_results_file_deleted_between_listing_and_reading_on_s3_is_listed_again(s3, monkeypatch):
+    """Compaction on S3 while a reader runs: the object it listed is gone when it reads
+    (S3 answers RESOURCE_NOT_FOUND, an OSError); the reader lists again instead of failing."""
+    import study.store
+
+    store = ResultsStore(f"{s3}/studies/compacting")
+    store.write_outcome(outcome())
+    (vanishing,) = store.write_outcome(outcome(trial_id="t2"))
+    listed = study.store.ds.dataset
+
+    def list_then_compaction_deletes(*args, **kwargs):
+        dataset = listed(*args, **kwargs)
+        if store.filesystem.get_file_info(vanishing).type == study.store.pafs.FileType.File:
+            store.filesystem.delete_file(vanishing)
+        return dataset
+
+    monkeypatch.setattr(study.store.ds, "dataset", list_then_compaction_deletes)
+    assert sorted(store.read()["trial_id"].to_pylist()) == ["t1", "t1"]
