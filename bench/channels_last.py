@@ -57,7 +57,7 @@ def main() -> None:
     cfg = load_config(CONFIG)
     deeplab = build_deeplab(cfg.segmentation, NUM_CLASSES, cfg.segmentation.weights)
     if cfg.segmentation.freeze_backbone:
-        deeplab.backbone.freeze()
+        deeplab.backbone.freeze(train_head=cfg.segmentation.train_backbone_head)
     networks = {"cam": (build_cam_net(cfg.cam, NUM_CLASSES, 0), cfg.cam.crop_size),
                 "deeplab": (deeplab, cfg.segmentation.crop_size)}
     print(f"{'network':8s} {'pass':6s} {'NCHW ms/img':>12s} {'NHWC ms/img':>12s} {'ratio':>6s}")

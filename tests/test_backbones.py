@@ -191,3 +191,34 @@ def test_frozen_backbone_gets_no_gradients_and_keeps_its_batchnorm_statistics():
     assert names and not any(n.startswith("backbone") for n in names)
     assert load_config({"cam.freeze_backbone": True}).cam.freeze_backbone
     assert not load_config({}).segmentation.freeze_backbone
+
+
+def test_frozen_backbone_with_a_trainable_head_trains_only_its_head_conv():
+    from wsss_core.models import CAMNet
+
+    torch.manual_seed(0)
+    backbone = build_backbone("efficientnet_lite0", weights=None).freeze(train_head=True)
+    net = CAMNet(backbone, num_classes=4, mode="plain").train()
+    head = {id(p) for m in backbone.head_modules() for p in m.parameters()}
+    stats = {k: v.clone() for k, v in backbone.state_dict().items() if "running" in k}
+    x = torch.randn(2, 3, 64, 64)
+    net(x).logits.square().mean().backward()
+    trained = {id(p) for p in backbone.parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert trained == head and head, "exactly the head conv and its BatchNorm affine parameters get gradients"
+    assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in stats.items()), "BatchNorm statistics stay fixed"
+    assert {g["name"] for g in net.param_groups(0.01)} >= {"backbone_weight", "backbone_norm"}
+    with torch.no_grad():
+        assert torch.equal(backbone.features(x)[0], backbone.forward_stages(x)[-1]), "trunk + head is the whole backbone"
+
+
+def test_a_trainable_head_needs_a_frozen_backbone_that_has_one():
+    from wsss_core.pipeline.config import ConfigError, load_config
+
+    assert load_config({"segmentation.backbone": "efficientnet_lite0", "segmentation.freeze_backbone": True,
+                        "segmentation.train_backbone_head": True}).segmentation.train_backbone_head
+    with pytest.raises(ConfigError, match=r"cam.train_backbone_head=True is invalid; allowed: false unless cam.freeze_backbone"):
+        load_config({"cam.backbone": "efficientnet_lite0", "cam.train_backbone_head": True})
+    with pytest.raises(ConfigError, match=r"affinity.train_backbone_head=True is invalid; allowed: false with backbone resnet_small"):
+        load_config({"affinity.backbone": "resnet_small", "affinity.freeze_backbone": True, "affinity.train_backbone_head": True})
+    with pytest.raises(ValueError, match="ResNetSmall has no head layer"):
+        build_backbone("resnet_small", weights=None).freeze(train_head=True)

@@ -145,3 +145,34 @@ def test_a_second_trial_reads_the_frozen_features_and_matches_a_run_without(tmp_
     for memo, without in zip(second.stages, plain.stages):
         assert memo.key == without.key and memo.metrics == without.metrics
     assert first.stages[0].metrics != second.stages[0].metrics, "the trials differ downstream of the features"
+
+
+def test_with_a_trainable_head_the_memo_holds_the_trunk_and_the_head_still_learns(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("efficientnet_lite0", None).freeze(train_head=True)
+    initial = {k: v.clone() for k, v in backbone.state_dict().items()}
+    backbone.share_features(tmp_path)
+    x = torch.randn(2, 3, 64, 64)
+    first = backbone.features(x)
+    first[0].mean().backward()
+    conv = backbone.head_modules()[0]
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0, "gradients reach the head through stored maps"
+    stored = [torch.load(path, weights_only=True) for path in tmp_path.rglob("*.pt")]
+    assert [m.shape[1] for entry in stored for m in entry] == [320], "the memo holds the head's input, not its output"
+    with torch.no_grad():
+        conv.weight.add_(0.1)
+        again = backbone.features(x)[0]
+    assert backbone.memo.hits == 1 and not torch.allclose(again, first[0]), "the trained head runs on the read-back trunk"
+
+    trained = build_backbone("efficientnet_lite0", None)
+    trained.load_state_dict(backbone.state_dict())
+    trained.freeze(train_head=True).share_features(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(trained.features(x)[0], again) and trained.memo.hits == 1, \
+            "a model with another trained head (another trial, inference) reads the same trunk entries"
+
+    whole = build_backbone("efficientnet_lite0", None).freeze()
+    whole.load_state_dict(initial)
+    whole.share_features(tmp_path)
+    whole.features(x)
+    assert whole.memo.misses == 1, "same weights, but a frozen head's entries (the whole backbone's maps) are not the trunk's"

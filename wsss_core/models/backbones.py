@@ -13,6 +13,12 @@ def output_strides(name: str) -> tuple[int, ...]:
     return (8, 16) if name == "efficientnet_lite0" else (8,)
 
 
+def has_head_layer(name: str) -> bool:
+    """Whether backbone `name` has a head layer that a frozen backbone can keep trainable
+    (`Backbone.freeze(train_head=True)`): efficientnet_lite0's 1x1 head conv."""
+    return name == "efficientnet_lite0"
+
+
 def build_backbone(name: str, weights: str | Path | None = "default", output_stride: int = 8) -> Backbone:
     """Build a backbone with output stride 8 (as the paper) or, for
     efficientnet_lite0 only, 16 (one dilated stage fewer: cheaper CPU runs).

@@ -1,6 +1,7 @@
 """The common backbone interface and loading of local weight files."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +23,11 @@ class Backbone(nn.Module):
         three maps are at the output stride (AffinityNet and PCM use them).
       mean, std: the RGB normalisation the backbone expects (inputs in [0, 1]
         are normalised as (x - mean) / std before `forward`).
+
+    A backbone with a head layer (a last per-location layer after its trunk,
+    e.g. EfficientNet's 1x1 head conv) also implements `head_modules`,
+    `trunk_stages` and `head`, so a frozen backbone can keep that layer
+    trainable (`freeze(train_head=True)`).
     """
 
     stage_channels: tuple[int, ...]
@@ -29,19 +35,50 @@ class Backbone(nn.Module):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     frozen: bool = False
+    head_trains: bool = False
     memo: FeatureMemo | None = None
 
-    def freeze(self) -> Backbone:
+    def freeze(self, train_head: bool = False) -> Backbone:
         """Fixed pretrained features: no gradients, and BatchNorm in eval mode
-        (its ImageNet statistics) even while the model around it trains."""
+        (its ImageNet statistics) even while the model around it trains.
+
+        train_head: the head layer (`head_modules`) keeps its gradients: a
+        trainable per-location non-linearity on the fixed trunk, which a
+        linear classifier on fixed features lacks (its BatchNorm statistics
+        stay fixed, its affine parameters train). ValueError for a backbone
+        without a head layer.
+        """
+        if train_head and not self.head_modules():
+            raise ValueError(f"{type(self).__name__} has no head layer to train; use train_head=False")
         self.frozen = True
+        self.head_trains = train_head
         self.requires_grad_(False)
+        for module in self.head_modules() if train_head else ():
+            module.requires_grad_(True)
         return self.eval()
+
+    def head_modules(self) -> tuple[nn.Module, ...]:
+        """The modules of the head layer (empty: the backbone has none)."""
+        return ()
+
+    def trunk_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """forward_stages(x) with the head's input in place of the last map (backbones with a head layer)."""
+        raise NotImplementedError(f"{type(self).__name__} has no head layer")
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The head layer: the trunk's last map -> the last map of forward_stages."""
+        raise NotImplementedError(f"{type(self).__name__} has no head layer")
 
     def share_features(self, directory: Path) -> FeatureMemo:
         """Serve fixed feature maps from a FeatureMemo in `directory`, keyed by
-        the current weights (attach after loading them)."""
-        self.memo = FeatureMemo(directory, weights_fingerprint(self), extra=f"stride {self.stride}")
+        the current weights (attach after loading them). With a trainable head
+        the memo holds the trunk's maps, keyed by the trunk's weights alone
+        (a trained head reads the same entries), and the head runs on them."""
+        if self.head_trains:
+            key, extra = weights_fingerprint(self, skip=self.head_modules()), f"stride {self.stride}, trunk"
+        else:
+            key, extra = weights_fingerprint(self), f"stride {self.stride}"
+        self.memo = FeatureMemo(directory, key, extra=extra)
         return self.memo
 
     def train(self, mode: bool = True) -> Backbone:
@@ -56,20 +93,25 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def features(self, x: torch.Tensor, which: slice = slice(-1, None)) -> list[torch.Tensor]:
-        """forward_stages(x)[which]; read from `memo` when one is attached and
-        the maps are fixed: eval mode, and frozen or without gradients."""
+        """forward_stages(x)[which] (`which` runs to the last map); read from
+        `memo` when one is attached and the maps are fixed: eval mode, and
+        frozen or without gradients. With a trainable head only the trunk's
+        maps are fixed: they come from the memo and the head runs on them."""
+        compute = self._fixed_part()
         fixed = not self.training and (self.frozen or not torch.is_grad_enabled())
-        if self.memo is None or not fixed:
-            return self.forward_stages(x)[which]
-        return self.memo.maps(self.forward_stages, x, which)
+        maps = compute(x)[which] if self.memo is None or not fixed else self.memo.maps(compute, x, which)
+        return [*maps[:-1], self.head(maps[-1])] if self.head_trains else maps
 
     @torch.no_grad()
     def warm_features(self, x: torch.Tensor, which: slice = slice(-1, None)) -> None:
-        """Store features(x, which) in the attached memo ahead of use, unless
-        stored or claimed by another process (no-op without a memo or when the
-        maps are not fixed)."""
+        """Store the fixed maps of features(x, which) in the attached memo ahead
+        of use, unless stored or claimed by another process (no-op without a
+        memo or when the maps are not fixed)."""
         if self.memo is not None and not self.training and self.frozen:
-            self.memo.warm(self.forward_stages, x, which)
+            self.memo.warm(self._fixed_part(), x, which)
+
+    def _fixed_part(self) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+        return self.trunk_stages if self.head_trains else self.forward_stages
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] -> [B, out_channels, ~H/stride, ~W/stride]."""

@@ -68,6 +68,11 @@ class EfficientNetLite0(Backbone):
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x [B,3,H,W] -> [[B,24,H/4,W/4], [B,40,H/8,W/8], [B,112,..], [B,1280,..]] (ceil sizes; see
         the class docstring for output stride 16)."""
+        maps = self.trunk_stages(x)
+        return [*maps[:-1], self.head(maps[-1])]
+
+    def trunk_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """forward_stages(x) with the last MBConv block's output [B,320,..] in place of the head's map."""
         net = self.net
         x = net._swish(net._bn0(net._conv_stem(x)))
         maps = []
@@ -76,8 +81,16 @@ class EfficientNetLite0(Backbone):
             x = block(x, drop_connect_rate=rate * index / len(net._blocks))
             if index in self._stage_ends:
                 maps.append(x)
-        maps.append(net._swish(net._bn1(net._conv_head(x))))
+        maps.append(x)
         return maps
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The head layer: 1x1 conv 320 -> 1280, BatchNorm, ReLU6. [B,320,h,w] -> [B,1280,h,w]."""
+        net = self.net
+        return net._swish(net._bn1(net._conv_head(x)))
+
+    def head_modules(self) -> tuple[torch.nn.Module, ...]:
+        return (self.net._conv_head, self.net._bn1)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits [B,1000] from the stride-8 features (a sanity check

@@ -36,10 +36,14 @@ def default_memo_dir() -> Path:
     return Path(os.environ.get(MEMO_ENV) or Path(tempfile.gettempdir()) / "wsss-feature-memo")
 
 
-def weights_fingerprint(module: nn.Module) -> str:
-    """Hash (20 hex) of the module's class and every parameter and buffer (names, dtypes, values)."""
+def weights_fingerprint(module: nn.Module, skip: tuple[nn.Module, ...] = ()) -> str:
+    """Hash (20 hex) of the module's class and every parameter and buffer (names, dtypes, values),
+    leaving out those of the submodules `skip`."""
     digest = hashlib.blake2b(type(module).__qualname__.encode(), digest_size=10)
+    skipped = tuple(f"{name}." for name, sub in module.named_modules() if any(sub is s for s in skip))
     for name, tensor in module.state_dict().items():
+        if name.startswith(skipped):
+            continue
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

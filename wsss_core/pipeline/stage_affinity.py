@@ -44,9 +44,7 @@ def train(ctx: StageContext, cam_dir: Path, work_dir: Path) -> dict[str, Any]:
     seed = derived_seed(runtime.seed, STAGE_INDEX)
     torch.manual_seed(seed)
     model = runtime.to_device(AffinityNet(build_backbone(c.backbone, c.weights, c.output_stride), radius=c.radius))
-    if c.freeze_backbone:
-        model.backbone.freeze()
-    runtime.share_features(model.backbone, c.freeze_backbone)
+    runtime.fix_backbone(model.backbone, c)
     dataset = PseudoLabelView(ctx.datasets["train"], cam_dir / "labels" / "train")
     return fit_on_pseudo_labels(
         name="affinity", model=model, dataset=dataset, step_fn=lambda b: affinity_step(model, b), train=c, seed=seed,
@@ -84,7 +82,7 @@ def infer_labels(ctx: StageContext, cam_dir: Path, work_dir: Path) -> None:
     c, runtime = ctx.config.affinity, ctx.runtime
     model = AffinityNet(build_backbone(c.backbone, None, c.output_stride), radius=c.radius)
     model.load_state_dict(torch.load(work_dir / MODEL_NAME, map_location="cpu", weights_only=True))
-    runtime.share_features(model.backbone, c.freeze_backbone)
+    runtime.fix_backbone(model.backbone, c)
     model = runtime.to_device(model).eval()
     for split in ("train", "val"):
         dataset = ctx.datasets[split]

@@ -85,7 +85,7 @@ def build_cam_net(config: CamConfig, num_classes: int, seed: int) -> CAMNet:
     torch.manual_seed(seed)
     backbone = build_backbone(config.backbone, config.weights, config.output_stride)
     if config.freeze_backbone:
-        backbone.freeze()
+        backbone.freeze(train_head=config.train_backbone_head)
     return CAMNet(backbone, num_classes, mode=config.mode,
                   dropout=config.dropout, pcm_source=FORMULATIONS[config.formulation].pcm_source)
 
@@ -96,7 +96,7 @@ def train(ctx: StageContext, work_dir: Path) -> dict[str, Any]:
     seed = derived_seed(runtime.seed, STAGE_INDEX)
     generator = torch.Generator(device=runtime.device).manual_seed(seed)
     trainer = runtime.to_device(CAMTrainer(build_cam_net(c, ctx.num_classes, seed), c, generator))
-    runtime.share_features(trainer.net.backbone, c.freeze_backbone)
+    runtime.fix_backbone(trainer.net.backbone, c)
     optimizer = build_optimizer(trainer.param_groups(c.lr, c.weight_decay), c.optimizer, c.momentum)
     dataset = ImageLevelView(ctx.datasets["train"])
     transform = train_transform(c, trainer.net.backbone)
@@ -124,7 +124,7 @@ def load_cam_net(config: CamConfig, num_classes: int, stage_dir: Path, runtime: 
     net = CAMNet(build_backbone(config.backbone, None, config.output_stride), num_classes, mode=config.mode,
                  dropout=config.dropout, pcm_source=FORMULATIONS[config.formulation].pcm_source)
     net.load_state_dict(torch.load(stage_dir / MODEL_NAME, map_location="cpu", weights_only=True))
-    runtime.share_features(net.backbone, config.freeze_backbone)
+    runtime.fix_backbone(net.backbone, config)
     return runtime.to_device(net).eval()
 
 

@@ -68,9 +68,7 @@ def train(ctx: StageContext, affinity_dir: Path, work_dir: Path) -> dict[str, An
     seed = derived_seed(runtime.seed, STAGE_INDEX)
     torch.manual_seed(seed)
     model = runtime.to_device(build_deeplab(c, ctx.num_classes, c.weights))
-    if c.freeze_backbone:
-        model.backbone.freeze()
-    runtime.share_features(model.backbone, c.freeze_backbone)
+    runtime.fix_backbone(model.backbone, c)
     dataset = PseudoLabelView(ctx.datasets["train"], affinity_dir / "labels" / "train")
     fsl = build_fsl(c)
     return fit_on_pseudo_labels(
@@ -87,7 +85,7 @@ def predict(ctx: StageContext, work_dir: Path) -> None:
     c, runtime = ctx.config.segmentation, ctx.runtime
     model = build_deeplab(c, ctx.num_classes, None)
     model.load_state_dict(torch.load(work_dir / MODEL_NAME, map_location="cpu", weights_only=True))
-    runtime.share_features(model.backbone, c.freeze_backbone)
+    runtime.fix_backbone(model.backbone, c)
     model = runtime.to_device(model).eval()
     crf = dataclasses.replace(ctx.config.crf, bilateral_sxy=c.crf_bilateral_sxy, iterations=c.crf_iterations)
     per_pass, to_probs = AVERAGES[c.infer_average]

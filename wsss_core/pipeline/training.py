@@ -62,9 +62,14 @@ class Runtime:
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
-    def share_features(self, backbone: Backbone, fixed: bool) -> None:
-        """Read a fixed (frozen) backbone's feature maps from the feature memo when it is on."""
-        if self.feature_memo is not None and fixed:
+    def fix_backbone(self, backbone: Backbone, config: TrainingConfig) -> None:
+        """Freeze a stage's backbone as its config says (freeze_backbone,
+        train_backbone_head), for training and inference alike, and read its
+        fixed maps from the feature memo when that is on."""
+        if not config.freeze_backbone:
+            return
+        backbone.freeze(train_head=config.train_backbone_head)
+        if self.feature_memo is not None:
             backbone.share_features(self.feature_memo)
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
