@@ -28,6 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/fsl.py
+	$(BIN)/python bench/fsl_pairs.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/random_walk.py
 	$(BIN)/python bench/channels_last.py
