@@ -37,7 +37,8 @@ table.wsss-table td{white-space:nowrap}
 table.wsss-table tbody th{text-align:left;font-weight:normal}
 details{margin:4px 0 16px} pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:.85em}
 .gallery{display:flex;flex-wrap:wrap;column-gap:40px} .gallery-row{display:flex;align-items:center;gap:8px;margin:4px 0}
-.gallery-stage{width:220px;font-size:.9em;color:#444}
+.gallery-trial{max-width:100%;overflow-x:auto} .gallery-row figure{flex:none}
+.gallery-stage{flex:none;width:220px;font-size:.9em;color:#444}
 figure{margin:0;text-align:center} figure img{height:128px;image-rendering:pixelated;border:1px solid #ccc}
 figcaption{font-size:.75em;color:#666}
 table.findings td.note{white-space:normal;text-align:left;font-size:.9em;color:#444}
