@@ -170,7 +170,9 @@ def fit(
     if state.epoch:
         runtime.log.info("%s: resuming after epoch %d/%d from %s", name, state.epoch, train.epochs, path)
     total = train.epochs * num_steps
+    warmed = time.perf_counter()  # the training's fixed maps, computed ahead: training time too
     warm_feature_memo(name, model, epoch_batches, range(state.epoch, train.epochs), num_steps, runtime)
+    state.seconds += time.perf_counter() - warmed
     for epoch in range(state.epoch, train.epochs):
         model.train()
         started = time.perf_counter()
