@@ -130,6 +130,20 @@ def test_pool_tasks_never_import_torch() -> None:
     assert proc.stdout.strip() == "False", proc.stderr
 
 
+def test_a_script_without_a_main_guard_fails_with_the_fix_instead_of_hanging(tmp_path: Path) -> None:
+    """Pool workers (spawn) import the calling script; an unguarded run_pipeline call
+    there used to wait forever on the parent's stage lock."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from wsss_core.pipeline import run_pipeline\n"
+        f"run_pipeline({str(TINY)!r}, {str(tmp_path / 'out')!r}, cache_dir={str(tmp_path / 'cache')!r},\n"
+        "             progress=False, overrides=['eval.workers=1'])\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode != 0
+    assert "guard the script's entry point with `if __name__ == \"__main__\":`" in proc.stderr
+
+
 def test_pool_scores_equal_in_process_scores() -> None:
     rng = np.random.default_rng(0)
     items = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
 import shutil
 import time
 from collections.abc import Callable
@@ -113,8 +114,13 @@ def run_pipeline(
 
     CRF and evaluation run in a "spawn" process pool (eval.workers), so a
     script calling this must guard its entry point with
-    `if __name__ == "__main__":`, as for any multiprocessing code.
+    `if __name__ == "__main__":`, as for any multiprocessing code; called
+    while a pool worker imports an unguarded script it raises RuntimeError
+    (the worker would otherwise wait forever on the parent's stage lock).
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError("run_pipeline was called while a process-pool worker imported your script; "
+                           "guard the script's entry point with `if __name__ == \"__main__\":`")
     with stop_on_signals():
         cfg = load_config(config, overrides)
         out = check_folder(out_dir, "out_dir")
