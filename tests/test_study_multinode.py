@@ -106,6 +106,9 @@ def test_study_survives_a_lost_node_and_a_lost_driver_on_s3(cluster, tmp_path):
     spec.write_text(yaml.safe_dump({
         "name": "nodes", "base": str(ROOT / "search_spaces" / "pipeline_tiny.yaml"),
         "space": {"segmentation.lr": {"grid": [0.01, 0.02]}},
+        # Stage 2 long enough (~15 s quiet) that the node is lost while it runs: at the tiny
+        # config's 1 epoch (0.3 s) a quiet machine finished the trial before the kill.
+        "fixed": {"affinity.epochs": 100},
         "resources": {"cpus": 1, "custom": {"wsss_slot": 1}}, "search": {"max_concurrent": 2},
         "failure": {"max_retries": 3, "lease_timeout": 10},
     }))
