@@ -1,9 +1,10 @@
 """CPU speed of `runtime.channels_last` (NHWC) vs NCHW for the demo's networks.
 
-Times one training step (forward, backward of the new layers, as the frozen
-backbone gives no backbone gradients) and one inference forward per image of
-the CAM network and DeepLab of `search_spaces/pipeline_demo.yaml` at their
-training crop (224 px, output stride 16), batch 8, on one thread by default.
+Times one training step (forward, backward of the layers that train: the new
+ones and, with train_backbone_head, the frozen backbone's head conv) and one
+inference forward per image of the CAM network and DeepLab of
+`search_spaces/pipeline_demo.yaml` at their training crop and output stride
+(224 px, stride 8), batch 8, on one thread by default.
 Both layouts are timed in the same run, alternating, best of `--repeats`; the
 ratio is NCHW time / NHWC time (> 1: channels_last is faster).
 
@@ -22,6 +23,7 @@ from torch import nn
 from wsss_core.pipeline.config import load_config
 from wsss_core.pipeline.stage_cam import build_cam_net
 from wsss_core.pipeline.stage_segmentation import build_deeplab
+from wsss_core.pipeline.training import freeze_as_configured
 
 CONFIG = "search_spaces/pipeline_demo.yaml"
 BATCH = 8
@@ -55,11 +57,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(CONFIG)
-    deeplab = build_deeplab(cfg.segmentation, NUM_CLASSES, cfg.segmentation.weights)
-    if cfg.segmentation.freeze_backbone:
-        deeplab.backbone.freeze(train_head=cfg.segmentation.train_backbone_head)
-    networks = {"cam": (build_cam_net(cfg.cam, NUM_CLASSES, 0), cfg.cam.crop_size),
-                "deeplab": (deeplab, cfg.segmentation.crop_size)}
+    cam, deeplab = build_cam_net(cfg.cam, NUM_CLASSES, 0), build_deeplab(cfg.segmentation, NUM_CLASSES,
+                                                                         cfg.segmentation.weights)
+    freeze_as_configured(cam.backbone, cfg.cam)
+    freeze_as_configured(deeplab.backbone, cfg.segmentation)
+    networks = {"cam": (cam, cfg.cam.crop_size), "deeplab": (deeplab, cfg.segmentation.crop_size)}
     print(f"{'network':8s} {'pass':6s} {'NCHW ms/img':>12s} {'NHWC ms/img':>12s} {'ratio':>6s}")
     for name, (model, size) in networks.items():
         for train in (True, False):

@@ -84,8 +84,6 @@ class CAMTrainer(nn.Module):
 def build_cam_net(config: CamConfig, num_classes: int, seed: int) -> CAMNet:
     torch.manual_seed(seed)
     backbone = build_backbone(config.backbone, config.weights, config.output_stride)
-    if config.freeze_backbone:
-        backbone.freeze(train_head=config.train_backbone_head)
     return CAMNet(backbone, num_classes, mode=config.mode,
                   dropout=config.dropout, pcm_source=FORMULATIONS[config.formulation].pcm_source)
 

@@ -23,6 +23,15 @@ from wsss_core.models.feature_memo import default_memo_dir
 from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
 from wsss_core.pipeline.config import ConfigError, RuntimeConfig, TrainingConfig
 
+
+def freeze_as_configured(backbone: Backbone, config: TrainingConfig) -> bool:
+    """Freeze a stage's backbone as its config says (freeze_backbone, with
+    train_backbone_head); True when it is frozen."""
+    if config.freeze_backbone:
+        backbone.freeze(train_head=config.train_backbone_head)
+    return config.freeze_backbone
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Resolved runtime: device, AMP (CUDA only), channels_last, seed, loader
@@ -63,13 +72,9 @@ class Runtime:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def fix_backbone(self, backbone: Backbone, config: TrainingConfig) -> None:
-        """Freeze a stage's backbone as its config says (freeze_backbone,
-        train_backbone_head), for training and inference alike, and read its
-        fixed maps from the feature memo when that is on."""
-        if not config.freeze_backbone:
-            return
-        backbone.freeze(train_head=config.train_backbone_head)
-        if self.feature_memo is not None:
+        """freeze_as_configured, for training and inference alike, and read the
+        frozen backbone's fixed maps from the feature memo when that is on."""
+        if freeze_as_configured(backbone, config) and self.feature_memo is not None:
             backbone.share_features(self.feature_memo)
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
