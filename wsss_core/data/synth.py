@@ -27,10 +27,11 @@ GENERATOR_VERSION = 2
 BACKGROUND_CELLS = 4
 """The background's smooth colour noise is bicubic over a BACKGROUND_CELLS^2 grid of
 random colours. 4 (version 2) matches real photos on FSL's pair statistic
-(bench/fsl_pairs.py, demo geometry vs the authors' on voc2012-mini): nearby
-background pairs have mean f +0.04 and 53% of their weight pushed apart, as
-VOC's background (+0.04, 52%). Version 1's 6 x 6 grid gave +0.28 and 71%: FSL
-then rewarded breaking the background into classes (CAM grid artefacts)."""
+(bench/fsl_pairs.py, demo geometry vs the authors' on voc2012-mini, val):
+nearby background pairs have mean f +0.01 and 52% of their weight pushed
+apart, as VOC's background (+0.04, 52%). Version 1's 6 x 6 grid gave +0.26 and
+70%: FSL then rewarded breaking the background into classes (CAM grid
+artefacts at lambda 1)."""
 IGNORE_INDEX = 255
 
 
