@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
 from wsss_core.data.cli import main as data_cli
 from wsss_core.data.synth import SYNTH_CLASS_NAMES, SYNTH_CLASSES, render_image, write_synthetic_voc
 from wsss_core.data.voc import VOCDataset, read_mask
-from wsss_core.fsl import RESIZERS, dissimilarity_sign, gaussian_weight
 
+REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(num_train=6, num_val=3, size=64)
 
 
@@ -115,34 +114,26 @@ def test_cli_rejects_bad_size_with_one_line(tmp_path: Path, capsys: pytest.Captu
     assert "\n" not in error and "size=8" in error and ">= 48" in error
 
 
-def _mean_f_by_pair_type(image: np.ndarray, mask: np.ndarray) -> dict[str, tuple[float, float]]:
-    """(sum of w f, sum of w) of Eq. 12's sign over the demo's CAM map (112 px -> 224 -> 28 x 28,
-    sigma 3, mu 2.5) for ground-truth pairs within the background and across classes."""
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-    x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
-    x = RESIZERS["bilinear_corners"](x, (28, 28))[0].flatten(1).T  # [N,3]
-    m = torch.from_numpy(mask)[None, None].float()
-    m = F.interpolate(m, size=(28, 28), mode="nearest").flatten().long()  # [N]
-    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
-    pos = torch.stack([ys.flatten(), xs.flatten()], dim=1)
-    w = gaussian_weight(torch.cdist(pos, pos) ** 2, torch.tensor(3.0))
-    w.fill_diagonal_(0.0)
-    f = dissimilarity_sign(torch.cdist(x, x, p=1) / 3.0, torch.tensor(2.5))
-    valid = (m[:, None] != 255) & (m[None] != 255)
-    kinds = {"background": valid & (m[:, None] == 0) & (m[None] == 0), "across": valid & (m[:, None] != m[None])}
-    return {kind: (float((w * f)[pairs].sum()), float(w[pairs].sum())) for kind, pairs in kinds.items()}
+def _load_fsl_pairs():
+    spec = importlib.util.spec_from_file_location("bench_fsl_pairs", REPO / "bench" / "fsl_pairs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_background_meets_fsl_premise_as_real_photos_do() -> None:
     """FSL (Eqs. 9-12) pushes apart nearby pixels whose colours differ. On VOC photos nearby
     background pairs are neutral on average (mean f +0.04, bench/fsl_pairs.py); a background
-    much busier than that (generator version 1: +0.28) makes FSL split it into classes."""
-    sums = {"background": np.zeros(2), "across": np.zeros(2)}
+    much busier than that (generator version 1: +0.26) makes FSL split it into classes.
+    Demo geometry: 112 px -> 224 -> a 28 x 28 map, sigma 3, mu 2.5."""
+    fsl_pairs = _load_fsl_pairs()
+    totals = {kind: np.zeros(3) for kind in fsl_pairs.PAIR_TYPES}
     for index in range(12):
         rendered = render_image(np.random.default_rng([0, 1, index]), 112)
-        for kind, pair in _mean_f_by_pair_type(rendered.image, rendered.mask).items():
-            sums[kind] += pair
-    background = sums["background"][0] / sums["background"][1]
-    across = sums["across"][0] / sums["across"][1]
+        x, mask = fsl_pairs.map_inputs(rendered.image, rendered.mask, 224, 8, "bilinear_corners")
+        for kind, sums in fsl_pairs.pair_sums(x, mask, 3.0, 2.5).items():
+            totals[kind] += sums
+    background = totals["background"][0] / totals["background"][2]
+    across = totals["different"][0] / totals["different"][2]
     assert -0.15 < background < 0.15
     assert across > background + 0.3
