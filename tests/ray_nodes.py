@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,9 +15,26 @@ from pathlib import Path
 
 import psutil
 
-from tests.s3_server import free_port
-
 RAY = str(Path(sys.executable).with_name("ray"))
+EPHEMERAL_LOW = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+RAY_WORKER_PORTS_END = 19999  # Ray's default --max-worker-port
+_handed_out: set[int] = set()
+
+
+def node_port() -> int:
+    """A free port between Ray's worker ports and the kernel's ephemeral range: unlike a port
+    the kernel picked for `bind(0)`, no other process is handed it before `ray start` binds it."""
+    while True:
+        port = random.randrange(RAY_WORKER_PORTS_END + 1, EPHEMERAL_LOW)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 @dataclass
@@ -40,6 +59,11 @@ class Node:
             time.sleep(0.5)
         raise AssertionError(f"no raylet found for node {self.name}")
 
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the node's `ray start` output and of its raylet's log (why it exited)."""
+        logs = [self.folder / "ray-start.log", self.folder / "tmp" / "session_latest" / "logs" / "raylet.out"]
+        return "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-chars:]}" for log in logs if log.exists())
+
     def kill(self) -> None:
         """Kill the node's whole process group at once (a lost machine)."""
         if self.process.poll() is None:
@@ -53,7 +77,7 @@ def start_node(name: str, root: Path, env: dict[str, str], *, head_address: str 
     folder = root / name
     for sub in ("cwd", "tmp", "cache"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    ports = [free_port() for _ in range(6)]
+    ports = [node_port() for _ in range(6)]
     args = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--num-gpus=0",
             f"--temp-dir={folder / 'tmp'}", f"--resources={json.dumps(resources or {})}",
             f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
@@ -72,7 +96,7 @@ def head_port(root: Path) -> int:
     """The head's GCS port, chosen once per cluster folder."""
     path = root / "head-port"
     if not path.exists():
-        path.write_text(str(free_port()))
+        path.write_text(str(node_port()))
     return int(path.read_text())
 
 
@@ -92,8 +116,8 @@ def wait_for_nodes(address: str, nodes: list[Node], env: dict[str, str], cwd: Pa
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while waiter.poll() is None:
-            dead = [n.name for n in nodes if n.process.poll() is not None]
-            assert not dead, f"ray start exited for {dead}: {(nodes[0].folder.parent / dead[0] / 'ray-start.log')}"
+            dead = [n for n in nodes if n.process.poll() is not None]
+            assert not dead, f"ray start exited for {[n.name for n in dead]}:\n{dead[0].log_tail()}"
             time.sleep(0.5)
     finally:
         if waiter.poll() is None:

@@ -58,6 +58,7 @@ def cluster(monkeypatch):
 
         try:
             add("head", cpus=0)
+            wait_for_nodes(address, nodes, env, root)  # workers give up if the head is slow to come up
             yield env, address, add, nodes
         finally:
             for node in reversed(nodes):
