@@ -29,6 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/fsl.py
 	$(BIN)/python bench/fsl_pairs.py
+	$(BIN)/python bench/cam_fsl_seeds.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/random_walk.py
 	$(BIN)/python bench/channels_last.py

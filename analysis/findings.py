@@ -5,8 +5,9 @@ Every check reads the val rows of `analysis.store.load_results` and returns
 when its mean is positive and, where seeds repeat, larger than its standard
 deviation over seeds (ddof 1); a study without the data for a check gets *not
 testable here* with the reason. A stage whose predictions collapse to one
-class is a finding of its own, so a collapse can never pass unnoticed, and
-the best trial must segment every foreground class.
+class is a finding of its own, so a collapse can never pass unnoticed, as is
+a foreground class that a trial never predicts, and the best trial must
+segment every foreground class.
 """
 from __future__ import annotations
 
@@ -53,9 +54,10 @@ class Finding:
 
 
 def check_findings(frame: pd.DataFrame) -> list[Finding]:
-    """Every check, in reading order: importance sampling, FSL, stage gains, number of samples, collapse, best trial."""
+    """Every check, in reading order: importance sampling, FSL, stage gains, number of samples, collapse,
+    missing classes, best trial."""
     return [*importance_sampling(frame), fsl_contours(frame), *stage_gains(frame), num_samples_effect(frame),
-            *collapse_checks(frame), best_trial(frame)]
+            *collapse_checks(frame), missing_classes(frame), best_trial(frame)]
 
 
 def findings_lines(frame: pd.DataFrame) -> list[str]:
@@ -204,6 +206,42 @@ def collapse_checks(frame: pd.DataFrame) -> list[Finding]:
                              f"collapsed to one class: {listed}" if collapsed else "",
                              f"{STAGE_NAMES[stage]} predictions collapsed to one class in {count}: {listed}" if collapsed else ""))
     return found
+
+
+def missing_classes(frame: pd.DataFrame) -> Finding:
+    """Every foreground class of the val split is predicted (val IoU >= `PREDICTED_IOU`) by every
+    trial at every stage; collapsed trials are left to `collapse_checks`.
+
+    A class can go missing alone: with GMP at λ=0 only each class's most
+    activated pixel is trained, and a class whose maximum settles on a cell
+    that looks the same in every image (e.g. at the image border) is never
+    learned; the maps then cover no object of it.
+    """
+    claim = f"every foreground class is predicted (val IoU ≥ {100 * PREDICTED_IOU:g}%) in every trial"
+    rows = scored(frame)
+    rows = rows[rows["per_class_iou"].notna()]
+    if rows.empty:
+        return _untestable(claim, "no per-class IoU in the results")
+    counts, missing = [], []
+    for stage in STAGES:
+        part = rows[rows["stage"] == stage].drop_duplicates("trial_id")
+        if part.empty:
+            continue
+        trials = 0
+        for trial_id, ious, names in zip(part["trial_id"], part["per_class_iou"], part["class_names"]):
+            iou = np.asarray(ious, dtype=float)
+            predicted = np.nan_to_num(iou) >= PREDICTED_IOU
+            if predicted.sum() <= 1:
+                continue
+            absent = [k for k in range(1, len(iou)) if np.isfinite(iou[k]) and not predicted[k]]
+            if absent:
+                trials += 1
+                missing.append(f"{STAGE_NAMES[stage]} {trial_id} ({', '.join(_class_name(names, k) for k in absent)})")
+        counts.append(f"{STAGE_NAMES[stage]} {trials} of {len(part)}")
+    listed = "; ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    return Finding(claim, "trials missing a class: " + ", ".join(counts), "per trial",
+                   NOT_SUPPORTED if missing else SUPPORTED, f"never predicted: {listed}" if missing else "",
+                   f"a foreground class is never predicted: {listed}" if missing else "")
 
 
 def best_trial(frame: pd.DataFrame) -> Finding:

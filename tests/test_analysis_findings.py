@@ -135,6 +135,22 @@ def test_one_foreground_class_everywhere_is_a_collapse_too(studies):
     assert collapse.verdict == NOT_SUPPORTED and collapse.note == "collapsed to one class: demo_00002 (only bicycle)"
 
 
+def test_a_class_one_trial_never_predicts_is_flagged(studies):
+    _, frame = studies["demo"]
+    healthy = _one(frame, "every foreground class is predicted")
+    assert healthy.verdict == SUPPORTED and not healthy.warning
+    assert healthy.difference == "trials missing a class: CAM 0 of 6, AffinityNet 0 of 6, DeepLab 0 of 6"
+    holed = frame.copy()
+    for index in holed.index[(holed["stage"] == "cam") & (holed["trial_id"] == "demo_00000")]:
+        holed.at[index, "per_class_iou"] = [*holed.at[index, "per_class_iou"][:4], 0.0, *holed.at[index, "per_class_iou"][5:]]
+    finding = _one(holed, "every foreground class is predicted")
+    assert finding.verdict == NOT_SUPPORTED and finding.difference.startswith("trials missing a class: CAM 1 of 6,")
+    assert finding.note == "never predicted: CAM demo_00000 (boat)"
+    assert finding.warning == "a foreground class is never predicted: CAM demo_00000 (boat)"
+    # a collapse is the collapse check's finding, not a missing class
+    assert _one(studies["collapsed"][1], "every foreground class is predicted").verdict == SUPPORTED
+
+
 def test_the_best_trial_must_segment_every_foreground_class(studies):
     study, frame = studies["demo"]
     val = study.rows[(study.rows["split"] == "val") & (study.rows["stage"] == "segmentation")]
@@ -181,7 +197,7 @@ def test_report_cli_prints_one_line_per_finding(studies, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[1] == "The paper's findings, checked on collapsed:"
     assert lines[2:] == findings_lines(frame)
-    assert len(lines[2:]) == len(check_findings(frame)) == 9
+    assert len(lines[2:]) == len(check_findings(frame)) == 10
     assert all(" -> " in line and "(" in line for line in lines[2:])
     assert any(line.startswith("DeepLab predictions span more than one class") and "-> not supported" in line
                for line in lines[2:])

@@ -89,6 +89,18 @@ def test_second_run_hits_the_cache_and_a_stage3_change_reuses_stages_1_and_2(tin
     assert changed.stages[2].key != first.stages[2].key
 
 
+def test_until_stops_after_the_named_stage_and_keeps_the_partial_metrics(tiny_run, tmp_path: Path) -> None:
+    first, _, _, cache = tiny_run
+    seen = []
+    cam_only = run_pipeline(TINY, tmp_path / "cam", cache_dir=cache, progress=False, on_stage_end=seen.append, until="cam")
+    assert [r.stage for r in cam_only.stages] == [r.stage for r in seen] == ["cam"]
+    assert cam_only.stages[0].key == first.stages[0].key and cam_only.stages[0].cache_hit
+    assert not (tmp_path / "cam" / "metrics.json").exists()
+    assert set(json.loads((tmp_path / "cam" / "metrics.partial.json").read_text())) == {"cam"}
+    with pytest.raises(ValueError, match=r"until='deeplab' is not allowed; use one of \('cam', 'affinity', 'segmentation'\)"):
+        run_pipeline(TINY, tmp_path / "bad", cache_dir=cache, progress=False, until="deeplab")
+
+
 def test_stage_keys_chain_upstream_changes_downstream(tmp_path: Path) -> None:
     cfg = load_config(TINY)
     datasets = {s: build_dataset(cfg.data, s, cache_dir=tmp_path) for s in ("train", "val")}

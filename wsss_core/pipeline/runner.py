@@ -91,8 +91,10 @@ def run_pipeline(
     store: StageStore | None = None,
     leases: StageLeases | None = None,
     compute: StageCompute | None = None,
+    until: str = STAGES[-1],
 ) -> PipelineResult:
-    """Run (or reuse) the three stages and write out_dir/{metrics.json,
+    """Run (or reuse) the three stages, or those up to and including `until`
+    (one of STAGES, e.g. "cam" for a CAM-stage ablation), and write out_dir/{metrics.json,
     pipeline.log, config.yaml, overlays/<stage>/*.png}.
 
     config: a PipelineConfig, a dict or a YAML path (see load_config);
@@ -121,6 +123,8 @@ def run_pipeline(
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError("run_pipeline was called while a process-pool worker imported your script; "
                            "guard the script's entry point with `if __name__ == \"__main__\":`")
+    if until not in STAGES:
+        raise ValueError(f"until={until!r} is not allowed; use one of {STAGES}")
     with stop_on_signals():
         cfg = load_config(config, overrides)
         out = check_folder(out_dir, "out_dir")
@@ -132,7 +136,7 @@ def run_pipeline(
         log, handlers = _open_log(out, progress)
         try:
             cache = (store or LocalStageStore(cache_root), leases or FileLeases(cache_root), compute)
-            return _run_stages(cfg, datasets, out, cache, on_stage_end, progress, log)
+            return _run_stages(cfg, datasets, out, cache, on_stage_end, progress, log, until)
         except Interrupted as error:
             log.error("pipeline %s; rerun the same command to resume", error)
             raise
@@ -153,6 +157,7 @@ def _run_stages(
     on_stage_end: Callable[[StageResult], None] | None,
     progress: bool,
     log: logging.Logger,
+    until: str,
 ) -> PipelineResult:
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     here = cache[2] is None
@@ -167,7 +172,7 @@ def _run_stages(
     with ImagePool(cfg.eval.workers if here else 0) as pool:
         ctx = StageContext(cfg, runtime, pool, datasets, num_classes)
         dirs: dict[str, Path] = {}
-        for index, stage in enumerate(STAGES, start=1):
+        for index, stage in enumerate(STAGES[:STAGES.index(until) + 1], start=1):
             result, dirs[stage] = _run_stage(ctx, stage, index, keys[stage], cache, dirs, log)
             if stage != "cam":
                 result = StageResult(**{**asdict(result), "learned": results[0].learned})
