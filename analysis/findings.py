@@ -110,7 +110,21 @@ def fsl_contours(frame: pd.DataFrame) -> Finding:
         return _untestable(claim, "no scored CAM rows" if rows.empty else f"FSL is always {'on' if True in settings else 'off'}")
     rows = rows.assign(fsl=rows["fsl"].fillna(False).astype(bool))
     return _effect(claim, paired_difference(rows, "fsl", True, False, "contour_f", ignore=FSL_SETTINGS),
-                   "no trials with and without FSL share their other settings and seed")
+                   "no trials with and without FSL share their other settings and seed", note=_per_lambda_fsl(rows))
+
+
+def _per_lambda_fsl(rows: pd.DataFrame) -> str:
+    """'per λ: 0 -6.5, 0.5 +0.7, 1 +0.8': the paired FSL contour-F difference (points, mean over seeds)
+    at each λ; '' when λ has one value."""
+    lambdas = sorted(rows["lambda"].dropna().unique())
+    if len(lambdas) < 2:
+        return ""
+    cells = []
+    for value in lambdas:
+        gain = paired_difference(rows[rows["lambda"] == value], "fsl", True, False, "contour_f", ignore=FSL_SETTINGS)
+        if not gain.dropna().empty:
+            cells.append(f"{value:g} {100 * gain.mean():+.1f}")
+    return f"per λ: {', '.join(cells)}" if cells else ""
 
 
 def stage_gains(frame: pd.DataFrame) -> list[Finding]:

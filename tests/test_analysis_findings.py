@@ -72,6 +72,8 @@ def test_fsl_contour_finding_pairs_on_and_off_at_equal_settings(studies):
     finding = _one(frame, "FSL raises CAM contour F")
     assert finding.difference == f"{expected:+.1f} points" and finding.spread == "one seed, no spread"
     assert finding.verdict == (SUPPORTED if expected > 0 else NOT_SUPPORTED)
+    per_lambda = 100 * (rows[rows["fsl"]]["contour_f"] - rows[~rows["fsl"]]["contour_f"])
+    assert finding.note.startswith("per λ: " + ", ".join(f"{lam:g} {gain:+.1f}" for lam, gain in per_lambda.items()))
 
 
 def test_effects_that_go_the_wrong_way_are_not_supported(studies):
