@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +168,13 @@ def test_pool_scores_equal_in_process_scores() -> None:
     kwargs = dict(num_classes=3, bound_th=0.05, total=len(items), desc="t", progress=False)
     with ImagePool(0) as inline, ImagePool(2) as pool:
         assert score_split(pool, iter(items), **kwargs) == score_split(inline, iter(items), **kwargs)
+
+
+def test_a_pool_worker_that_dies_is_reported_with_its_exit_code() -> None:
+    with pytest.raises(RuntimeError, match=r"^cam scores \(val\): an image-pool worker \(eval.workers=1\) "
+                                           r"died without a Python error \(exit codes \[3\];.* set eval.workers=0"):
+        with ImagePool(1) as pool:
+            list(pool.imap(os._exit, [(3,)], desc="cam scores (val)", total=1, progress=False))
 
 
 def test_confident_crf_labels_follow_the_alpha_rule() -> None:

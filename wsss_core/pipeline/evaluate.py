@@ -8,6 +8,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -62,14 +63,28 @@ class ImagePool:
                 pending.append((self._executor.submit(fn, *a), _size(a)))
                 if len(pending) >= 2 * self.workers:
                     future, size = pending.popleft()
-                    yield future.result()
+                    yield self._result(future, desc)
                     bar.update(size)
             while pending:
                 future, size = pending.popleft()
-                yield future.result()
+                yield self._result(future, desc)
                 bar.update(size)
         finally:
             bar.close()
+
+    def _result(self, future: Future, desc: str) -> Any:
+        """future.result(); a worker that died (no Python error to pass on) becomes a RuntimeError
+        that says so, with the workers' exit codes, instead of a bare BrokenProcessPool."""
+        try:
+            return future.result()
+        except BrokenProcessPool as error:
+            processes = getattr(self._executor, "_processes", None) or {}
+            codes = sorted({p.exitcode for p in processes.values() if p.exitcode is not None})
+            raise RuntimeError(
+                f"{desc}: an image-pool worker (eval.workers={self.workers}) died without a Python error"
+                f" (exit codes {codes or 'unknown'}; -9 is a kill, often the out-of-memory killer);"
+                " set eval.workers=0 (wsss pipeline run: --set eval.workers=0) to run them in this process and see why"
+            ) from error
 
 
 def _size(args: tuple) -> int:
