@@ -209,7 +209,7 @@ def collapse_checks(frame: pd.DataFrame) -> list[Finding]:
             continue
         collapsed = []
         for trial_id, ious, names in zip(part["trial_id"], part["per_class_iou"], part["class_names"]):
-            predicted = np.flatnonzero(np.nan_to_num(np.asarray(ious, dtype=float)) >= PREDICTED_IOU)
+            predicted = np.flatnonzero(predicted_classes(ious))
             if len(predicted) <= 1:
                 only = "no class" if len(predicted) == 0 else f"only {_class_name(names, int(predicted[0]))}"
                 collapsed.append(f"{trial_id} ({only})")
@@ -243,11 +243,11 @@ def missing_classes(frame: pd.DataFrame) -> Finding:
             continue
         trials = 0
         for trial_id, ious, names in zip(part["trial_id"], part["per_class_iou"], part["class_names"]):
-            iou = np.asarray(ious, dtype=float)
-            predicted = np.nan_to_num(iou) >= PREDICTED_IOU
+            predicted = predicted_classes(ious)
             if predicted.sum() <= 1:
                 continue
-            absent = [k for k in range(1, len(iou)) if np.isfinite(iou[k]) and not predicted[k]]
+            in_split = np.isfinite(np.asarray(ious, dtype=float))
+            absent = [k for k in range(1, len(predicted)) if in_split[k] and not predicted[k]]
             if absent:
                 trials += 1
                 missing.append(f"{STAGE_NAMES[stage]} {trial_id} ({', '.join(_class_name(names, k) for k in absent)})")
@@ -277,6 +277,12 @@ def best_trial(frame: pd.DataFrame) -> Finding:
                 f"({_class_name(best['class_names'], worst)})")
     return Finding(claim, measured, f"best of {part['trial_id'].nunique()} trials",
                    SUPPORTED if np.nanmin(foreground) >= CLASS_IOU else NOT_SUPPORTED, f"trial {best['trial_id']}")
+
+
+def predicted_classes(per_class_iou: Sequence[float]) -> np.ndarray:
+    """bool [K]: which classes a trial predicts (val IoU >= `PREDICTED_IOU`; NaN, a class absent
+    from the split and never predicted, counts as not predicted)."""
+    return np.nan_to_num(np.asarray(per_class_iou, dtype=float)) >= PREDICTED_IOU
 
 
 def paired_difference(rows: pd.DataFrame, factor: str, high: object, low: object, metric: str,
