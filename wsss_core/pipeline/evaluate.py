@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -29,6 +30,7 @@ class ImagePool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._executor: Executor | None = None
+        self._processes: list[multiprocessing.process.BaseProcess] = []  # kept: the executor forgets dead ones
 
     def __enter__(self) -> ImagePool:
         if self.workers > 0:
@@ -61,6 +63,8 @@ class ImagePool:
             pending: deque[tuple[Future, int]] = deque()
             for a in args:
                 pending.append((self._executor.submit(fn, *a), _size(a)))
+                if len(self._processes) < self.workers:
+                    self._processes = list(getattr(self._executor, "_processes", {}).values())
                 if len(pending) >= 2 * self.workers:
                     future, size = pending.popleft()
                     yield self._result(future, desc)
@@ -78,13 +82,21 @@ class ImagePool:
         try:
             return future.result()
         except BrokenProcessPool as error:
-            processes = getattr(self._executor, "_processes", None) or {}
-            codes = sorted({p.exitcode for p in processes.values() if p.exitcode is not None})
+            codes = sorted({p.exitcode for p in _reaped(self._processes) if p.exitcode is not None})
             raise RuntimeError(
                 f"{desc}: an image-pool worker (eval.workers={self.workers}) died without a Python error"
                 f" (exit codes {codes or 'unknown'}; -9 is a kill, often the out-of-memory killer);"
                 " set eval.workers=0 (wsss pipeline run: --set eval.workers=0) to run them in this process and see why"
             ) from error
+
+
+def _reaped(processes: list[multiprocessing.process.BaseProcess], timeout: float = 2.0) -> list[multiprocessing.process.BaseProcess]:
+    """`processes` once each has an exit code, or `timeout` seconds have passed: a dead worker's pipe
+    closes before it is reaped, and the executor's own thread may be reaping it at that moment."""
+    deadline = time.monotonic() + timeout
+    while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return processes
 
 
 def _size(args: tuple) -> int:
