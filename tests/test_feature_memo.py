@@ -176,3 +176,41 @@ def test_with_a_trainable_head_the_memo_holds_the_trunk_and_the_head_still_learn
     whole.share_features(tmp_path)
     whole.features(x)
     assert whole.memo.misses == 1, "same weights, but a frozen head's entries (the whole backbone's maps) are not the trunk's"
+
+
+def test_warming_inference_stores_exactly_the_inputs_multiscale_inference_reads(tmp_path: Path) -> None:
+    import logging
+
+    import numpy as np
+
+    from wsss_core.data import Sample
+    from wsss_core.models import DeepLabV1
+    from wsss_core.pipeline.inference import multiscale_probs, warm_inference_memo
+    from wsss_core.pipeline.training import Runtime
+
+    torch.manual_seed(0)
+    runtime = Runtime(device=torch.device("cpu"), amp=False, channels_last=True, seed=0, loader_workers=0,
+                      progress=False, log=logging.getLogger("test"))
+    net = runtime.to_device(DeepLabV1(build_backbone("resnet_small", None).freeze(), 3, head_channels=8, dilation=2)).eval()
+    net.backbone.share_features(tmp_path)
+    rng = np.random.default_rng(0)
+    samples = [Sample(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8), None, np.ones(2, np.float32), f"s{i}")
+               for i in range(3)]
+    options = dict(scales=[0.5, 1.0], flip=True, runtime=runtime)
+    warm_inference_memo(net, samples, desc="warm", **options)
+    assert net.backbone.memo.warmed == len(samples) * 2, "one entry per image and scale (the flip rides along)"
+    for sample in samples:
+        multiscale_probs(lambda x: net(x), sample, mean=net.backbone.mean, std=net.backbone.std, **options)
+    assert (net.backbone.memo.hits, net.backbone.memo.misses) == (6, 0), "inference reads every input the warm pass stored"
+
+
+def test_deeplab_trains_on_the_cam_stage_crops_so_the_memo_serves_both(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(MEMO_ENV, str(tmp_path / "memo"))
+    pretrained = [f"{stage}.{key}" for stage in ("cam", "segmentation")
+                  for key in ("backbone=efficientnet_lite0", "weights=default")]
+    run_pipeline(TINY, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False,
+                 overrides=[*FROZEN, *pretrained, "runtime.feature_memo=true"])
+    log = (tmp_path / "run" / "pipeline.log").read_text()
+    line = next(line for line in log.splitlines() if "segmentation: " in line and "feature forwards" in line)
+    read, total = (int(word) for word in line.split(": ", 2)[-1].split()[:3:2])
+    assert read == total > 0 and "(0 computed here" in line, line

@@ -23,7 +23,7 @@ from wsss_core.pipeline.config import CamConfig
 from wsss_core.pipeline.context import StageContext, write_stage_metrics
 from wsss_core.pipeline.datasets import ImageLevelView, present_classes
 from wsss_core.pipeline.evaluate import score_split
-from wsss_core.pipeline.inference import multiscale_probs
+from wsss_core.pipeline.inference import multiscale_probs, warm_inference_memo
 from wsss_core.pipeline.overlays import overlay_panel, save_panel
 from wsss_core.pipeline.training import (
     build_optimizer,
@@ -155,6 +155,9 @@ def infer_cams(ctx: StageContext, net: CAMNet, work_dir: Path) -> None:
         dataset = ctx.datasets[split]
         indices = range(len(dataset)) if split == "train" else ctx.eval_indices(split)
         (work_dir / "cams" / split).mkdir(parents=True, exist_ok=True)
+        todo = [i for i in indices if not cam_path(work_dir, split, dataset.names[i]).is_file()]
+        warm_inference_memo(net, (dataset[i] for i in todo), scales=c.infer_scales, flip=c.infer_flip,
+                            runtime=runtime, desc=f"cam feature memo ({split})")
         for index in tqdm(indices, desc=f"cam inference ({split})", disable=not runtime.progress, leave=False, unit="img"):
             sample = dataset[index]
             path = cam_path(work_dir, split, sample.name)

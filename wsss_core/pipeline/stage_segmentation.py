@@ -18,7 +18,7 @@ from wsss_core.pipeline.config import SegmentationConfig
 from wsss_core.pipeline.context import StageContext, write_stage_metrics
 from wsss_core.pipeline.datasets import PseudoLabelView
 from wsss_core.pipeline.evaluate import score_split
-from wsss_core.pipeline.inference import multiscale_probs
+from wsss_core.pipeline.inference import multiscale_probs, warm_inference_memo
 from wsss_core.pipeline.overlays import overlay_panel, save_panel
 from wsss_core.pipeline.training import derived_seed, fit_on_pseudo_labels
 
@@ -64,6 +64,10 @@ def segmentation_step(
 
 
 def train(ctx: StageContext, affinity_dir: Path, work_dir: Path) -> dict[str, Any]:
+    """Train DeepLab on the refined labels -> model.pt. Its batches are drawn
+    from stage 1's seed: with the same crop settings it trains on the crops the
+    CAM network saw (on their new labels), so a frozen backbone's feature memo
+    serves both stages; init and dropout keep stage 3's own seed."""
     c, runtime = ctx.config.segmentation, ctx.runtime
     seed = derived_seed(runtime.seed, STAGE_INDEX)
     torch.manual_seed(seed)
@@ -73,7 +77,7 @@ def train(ctx: StageContext, affinity_dir: Path, work_dir: Path) -> dict[str, An
     fsl = build_fsl(c)
     return fit_on_pseudo_labels(
         name="segmentation", model=model, dataset=dataset, step_fn=lambda b: segmentation_step(model, b, fsl, c.fsl_weight),
-        train=c, seed=seed,
+        train=c, seed=seed, batch_seed=derived_seed(runtime.seed, stage_cam.STAGE_INDEX),
         work_dir=work_dir, model_path=work_dir / MODEL_NAME, runtime=runtime,
     )
 
@@ -97,6 +101,8 @@ def predict(ctx: StageContext, work_dir: Path) -> None:
         dataset = ctx.datasets[split]
         (work_dir / "predictions" / split).mkdir(parents=True, exist_ok=True)
         todo = [i for i in indices if not prediction_path(work_dir, split, dataset.names[i]).is_file()]
+        warm_inference_memo(model, (dataset[i] for i in todo), scales=c.infer_scales, flip=c.infer_flip,
+                            runtime=runtime, desc=f"segmentation feature memo ({split})")
 
         def tasks(dataset=dataset, todo=todo):
             for i in todo:

@@ -291,15 +291,18 @@ def fit_on_pseudo_labels(
     work_dir: Path,
     model_path: Path,
     runtime: Runtime,
+    batch_seed: int | None = None,
 ) -> dict[str, Any]:
     """Stages 2 and 3: train `model` (with .param_groups and .backbone) on
     `dataset`, whose masks are the upstream pseudo-labels, save its weights to
-    model_path, and return the training summary kept with the stage."""
+    model_path, and return the training summary kept with the stage.
+    `batch_seed` (default `seed`) draws the batches, `seed` the rest (dropout)."""
     optimizer = build_optimizer(model.param_groups(train.lr, train.weight_decay), train.optimizer, train.momentum)
     transform = train_transform(train, model.backbone)
 
     def epoch_batches(epoch: int) -> Iterable[Batch]:
-        for batch in make_batches(dataset, transform, seed=seed, epoch=epoch, batch_size=train.batch_size,
+        for batch in make_batches(dataset, transform, seed=seed if batch_seed is None else batch_seed, epoch=epoch,
+                                  batch_size=train.batch_size,
                                   workers=runtime.loader_workers):
             yield Batch(runtime.images(batch.image), batch.rgb, batch.mask.to(runtime.device), batch.labels, batch.names)
 
