@@ -158,11 +158,9 @@ def infer_cams(ctx: StageContext, net: CAMNet, work_dir: Path) -> None:
         todo = [i for i in indices if not cam_path(work_dir, split, dataset.names[i]).is_file()]
         warm_inference_memo(net, (dataset[i] for i in todo), scales=c.infer_scales, flip=c.infer_flip,
                             runtime=runtime, desc=f"cam feature memo ({split})")
-        for index in tqdm(indices, desc=f"cam inference ({split})", disable=not runtime.progress, leave=False, unit="img"):
+        for index in tqdm(todo, desc=f"cam inference ({split})", disable=not runtime.progress, leave=False, unit="img"):
             sample = dataset[index]
             path = cam_path(work_dir, split, sample.name)
-            if path.is_file():
-                continue
             present = present_classes(sample.labels)
             keep = torch.from_numpy(np.concatenate([[0], present]))
 

@@ -299,10 +299,10 @@ def fit_on_pseudo_labels(
     `batch_seed` (default `seed`) draws the batches, `seed` the rest (dropout)."""
     optimizer = build_optimizer(model.param_groups(train.lr, train.weight_decay), train.optimizer, train.momentum)
     transform = train_transform(train, model.backbone)
+    batch_seed = seed if batch_seed is None else batch_seed
 
     def epoch_batches(epoch: int) -> Iterable[Batch]:
-        for batch in make_batches(dataset, transform, seed=seed if batch_seed is None else batch_seed, epoch=epoch,
-                                  batch_size=train.batch_size,
+        for batch in make_batches(dataset, transform, seed=batch_seed, epoch=epoch, batch_size=train.batch_size,
                                   workers=runtime.loader_workers):
             yield Batch(runtime.images(batch.image), batch.rgb, batch.mask.to(runtime.device), batch.labels, batch.names)
 
