@@ -10,7 +10,9 @@ Subcommands owned by other packages are imported only when invoked, so
 `wsss --help` stays fast and works even if one of them fails to import.
 Every leaf parser sets ``func`` (args -> exit code). Exit codes of `study
 run`/`resume`: 0 every trial completed, 1 some trial failed (one line each
-on stderr naming the cause), 2 a bad input (spec, name, data, folders).
+on stderr naming the cause), 2 a bad input (spec, name, data, folders), 3
+the study stopped (Ctrl-C, a lost driver) with trials not finished and none
+failed: `wsss study resume` continues it.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("analysis.cli", "HTML report and tables of a study's Parquet results"),
 }
 DEFAULT_STORAGE_ENV = "WSSS_STORAGE"
-FAILED, BAD_INPUT = 1, 2
+FAILED, BAD_INPUT, UNFINISHED = 1, 2, 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +83,8 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
         "run", help="run a study spec",
         description="Validate the spec and every data configuration it uses, then run every trial on Ray Tune "
                     "and print the status table. Exit code 0: every trial completed; 1: some trial failed "
-                    "(one line each on stderr); 2: a bad spec, name, data set or folder (nothing is run).")
+                    "(one line each on stderr); 2: a bad spec, name, data set or folder (nothing is run); "
+                    "3: stopped (Ctrl-C) with trials not finished, none failed (`wsss study resume` continues).")
     run.add_argument("spec", help="study spec YAML (see search_spaces/)")
     run.add_argument("--storage", default=default_storage, help=storage_help)
     run.add_argument("--name", help="study name, the folder <storage>/<name> (default: the spec's name)")
@@ -171,18 +174,26 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _summary(location: StudyLocation, table: list[dict], seconds: float) -> int:
-    """Print the table and a summary; one stderr line per trial that did not
-    complete. Exit code 0 when every trial completed, else FAILED."""
-    from study.runner import format_table
+    """Print the table and a summary; one stderr line per failed trial and one
+    for trials not finished (interrupted or never started), naming the resume
+    command. Exit code 0 when every trial completed, FAILED when one failed,
+    else UNFINISHED when one is not finished."""
+    from study.runner import format_table, planned_trials
 
     print(format_table(table))
-    failed = [row for row in table if row["state"] != "TERMINATED"]
-    print(f"{len(table)} trials ({len(failed)} failed) in {seconds:.0f}s; Parquet results: {location.results}")
+    planned = planned_trials(location)
+    completed = sum(row["state"] == "TERMINATED" for row in table)
+    failed = [row for row in table if row["state"] == "ERROR"]
+    unfinished = planned - completed - len(failed)
+    print(f"{completed} of {planned} trials completed, {len(failed)} failed, {unfinished} not finished, "
+          f"in {seconds:.0f}s; Parquet results: {location.results}")
     print(f"read them with: pyarrow.dataset.dataset({location.results!r})")
     for row in failed:
-        cause = row["error"] or f"ended in state {row['state']} without a recorded error"
-        print(f"trial {row['trial']} failed: {cause}", file=sys.stderr)
-    return FAILED if failed else 0
+        print(f"trial {row['trial']} failed: {row['error'] or 'no recorded error'}", file=sys.stderr)
+    if unfinished:
+        print(f"study {location.name} stopped with {unfinished} of {planned} trials not finished; continue it with: "
+              f"wsss study resume {location.name} --storage {location.storage}", file=sys.stderr)
+    return FAILED if failed else UNFINISHED if unfinished else 0
 
 
 def _check_local_folder(path: str | None, option: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -133,6 +134,23 @@ def resume_study(
     return study_status(name, storage=location.storage)
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Only errors from logger `name` inside the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def planned_trials(location: StudyLocation) -> int:
+    """How many trials the study's spec asks for (grid points x seeds, or num_samples)."""
+    return _read_record(location)["trials"]
+
+
 def study_status(name: str, *, storage: str | os.PathLike) -> list[dict[str, Any]]:
     """One row per trial: its swept config values, state (Tune's), stage reached,
     val metrics of the last stage reached, failures and the error, if any."""
@@ -144,7 +162,8 @@ def study_status(name: str, *, storage: str | os.PathLike) -> list[dict[str, Any
     rows = {(r["trial_id"], r["stage"], r["split"]): r for r in ResultsStore(location.uri).read().to_pylist()}
     table = []
     try:
-        trials = ExperimentAnalysis(location.uri).trials
+        with _quiet_logger("ray.tune.analysis.experiment_analysis"):  # warns of trials without metrics; ours are in Parquet
+            trials = ExperimentAnalysis(location.uri).trials
     except (ValueError, FileNotFoundError):
         trials = []
     for trial in trials:

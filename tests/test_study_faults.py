@@ -136,3 +136,32 @@ def test_a_killed_driver_is_finished_by_study_resume_without_duplicate_rows(stor
     keys = [(r["trial_id"], r["stage"], r["split"]) for r in results]
     assert len(keys) == len(set(keys)) == 2 * len(STAGES) * len(SPLITS)
     assert all(r["status"] == "completed" for r in results)
+
+
+def test_ctrl_c_stops_the_study_with_exit_code_3_and_names_the_resume_command(storage, tmp_path):
+    spec_path = tmp_path / "ctrl_c.yaml"
+    spec_path.write_text(yaml.safe_dump(tiny_raw(
+        "ctrl_c", space={"segmentation.lr": {"grid": [0.01, 0.02, 0.03, 0.04]}}, search={"max_concurrent": 1},
+    )))
+    stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "study.cli", "study", "run", str(spec_path), "--storage", str(storage), "--quiet"],
+            cwd=ROOT, start_new_session=True, stdout=out, stderr=err,
+        )
+        try:
+            wait_for(lambda: any(r["stage"] == "affinity" for r in rows(storage, "ctrl_c")))
+            driver.send_signal(signal.SIGINT)  # the driver alone, as a terminal's Ctrl-C reaches it first
+            code = driver.wait(timeout=120)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+                driver.wait()
+    assert code == 3, stderr.read_text()[-2000:]
+    assert "0 failed" in stdout.read_text() and "failed:" not in stderr.read_text()
+    assert f"continue it with: wsss study resume ctrl_c --storage {storage}" in stderr.read_text()
+
+    assert main(["study", "resume", "ctrl_c", "--storage", str(storage), "--quiet"]) == 0
+    assert {r["trial"]: r["state"] for r in study_status("ctrl_c", storage=storage)} == {
+        f"p{i:04d}": "TERMINATED" for i in range(4)
+    }
