@@ -54,19 +54,21 @@ def _pngs(filesystem: pafs.FileSystem, folder: str) -> list[str]:
 
 def gallery_html(frame: pd.DataFrame, study_dir: str | os.PathLike, top: int = 4, per_stage: int = 4) -> str | None:
     """A self-contained HTML gallery, or None without PNGs: one block per trial headed by its config
-    (the settings that vary in the study), one row per stage with its val mIoU."""
+    (the settings that vary in the study), one row per stage with its val and train mIoU (the
+    panels are train images: pseudo-labels exist only there)."""
     filesystem, _ = study_filesystem(study_dir)
     found = overlay_paths(frame, study_dir, top, per_stage)
     if not found:
         return None
     blocks = []
     keys = varying(frame)
-    miou = scored(frame).set_index(["trial_id", "stage"])["miou"]
+    miou = {split: scored(frame, split=split).set_index(["trial_id", "stage"])["miou"] for split in ("val", "train")}
     for trial_id, stages in found.items():
         rows = []
         for stage, pngs in stages.items():
             images = "".join(_figure(filesystem, path) for path in pngs)
-            score = f"<br>val mIoU {100 * miou[(trial_id, stage)]:.1f}%" if (trial_id, stage) in miou.index else ""
+            score = "".join(f"<br>{split} mIoU {100 * scores[(trial_id, stage)]:.1f}%"
+                            for split, scores in miou.items() if (trial_id, stage) in scores.index)
             rows.append(f"<div class='gallery-row'><span class='gallery-stage'>{html.escape(STAGE_LABELS[stage])}{score}</span>"
                         f"{images}</div>")
         config = describe(frame[frame["trial_id"] == trial_id].iloc[0], keys) if keys else ""

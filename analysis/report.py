@@ -93,7 +93,7 @@ def study_sections(study: StudyData) -> list[Section]:
         sections.append(Section("Ablation curves: metrics vs λ at every stage (paper Figs. 2, 3, 5–8)", figure_html(curves)))
     gallery = gallery_html(frame, study.path)
     if gallery is not None:
-        sections.append(Section("CAM overlays of the best trials (the best of each λ first)", f"<div class='gallery'>{gallery}</div>"))
+        sections.append(Section("CAM overlays of the best trials (train images, where the pseudo-labels are made; the best of each λ first)", f"<div class='gallery'>{gallery}</div>"))
     overview = [tables.status_table(frame), tables.failures_table(frame)]
     sections.append(Section("Trials", "".join(table_html(t) for t in overview if t is not None)))
     learned = figures.learned_fsl_parameters(frame)

@@ -66,7 +66,9 @@ def test_gallery_shows_the_best_trial_of_each_lambda_first_with_its_config(tmp_p
     for lam, heading in zip((0.0, 0.5, 1.0), headings):
         best = val[val["lambda"] == lam].sort_values("miou").iloc[-1]
         assert heading.startswith(best["trial_id"]) and heading.endswith("FSL")
-        assert f"Final predictions (DeepLab-v1)<br>val mIoU {100 * best['miou']:.1f}%" in text
+        train = demo.rows[(demo.rows["trial_id"] == best["trial_id"]) & (demo.rows["split"] == "train")
+                          & (demo.rows["stage"] == "segmentation")]["miou"].item()
+        assert f"Final predictions (DeepLab-v1)<br>val mIoU {100 * best['miou']:.1f}%<br>train mIoU {100 * train:.1f}%" in text
 
 
 def test_watch_regenerates_when_rows_land(studies, tmp_path):
