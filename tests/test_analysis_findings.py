@@ -65,14 +65,14 @@ def test_importance_sampling_notes_the_best_mixed_lambda(studies):
     assert "best mixed" not in _one(only_ends, "importance sampling beats GMP").note
 
 
-def test_fsl_contour_finding_pairs_on_and_off_at_equal_settings(studies):
+@pytest.mark.parametrize("stage, name", [("cam", "CAM"), ("segmentation", "DeepLab")])
+def test_fsl_contour_finding_pairs_on_and_off_at_equal_settings(studies, stage, name):
     study, frame = studies["demo"]
-    rows = _val(study.rows, "cam").set_index("lambda")
-    expected = 100 * (rows[rows["fsl"]]["contour_f"] - rows[~rows["fsl"]]["contour_f"]).mean()
-    finding = _one(frame, "FSL raises CAM contour F")
-    assert finding.difference == f"{expected:+.1f} points" and finding.spread == "one seed, no spread"
-    assert finding.verdict == (SUPPORTED if expected > 0 else NOT_SUPPORTED)
+    rows = _val(study.rows, stage).set_index("lambda")
     per_lambda = 100 * (rows[rows["fsl"]]["contour_f"] - rows[~rows["fsl"]]["contour_f"])
+    finding = _one(frame, f"FSL raises {name} contour F")
+    assert finding.difference == f"{per_lambda.mean():+.1f} points" and finding.spread == "one seed, no spread"
+    assert finding.verdict == (SUPPORTED if per_lambda.mean() > 0 else NOT_SUPPORTED)
     assert finding.note.startswith("per λ: " + ", ".join(f"{lam:g} {gain:+.1f}" for lam, gain in per_lambda.items()))
 
 
@@ -81,6 +81,7 @@ def test_effects_that_go_the_wrong_way_are_not_supported(studies):
     swapped = frame.assign(fsl=~frame["fsl"].astype(bool), **{"lambda": 1.0 - frame["lambda"]})
     assert _one(swapped, "importance sampling beats GMP").verdict == NOT_SUPPORTED
     assert _one(swapped, "FSL raises CAM contour F").verdict == NOT_SUPPORTED
+    assert _one(swapped, "FSL raises DeepLab contour F").verdict == NOT_SUPPORTED
 
 
 def test_an_effect_within_the_seed_spread_is_not_supported():
@@ -94,7 +95,7 @@ def test_untestable_findings_say_why(studies):
     _, coco = studies["coco"]
     assert _one(coco, "importance sampling beats GAP").verdict == NOT_TESTABLE
     assert "no λ=0 trials" in _one(coco, "importance sampling beats GAP").note
-    assert _one(coco, "FSL raises").note == "FSL is always on"
+    assert _one(coco, "FSL raises CAM").note == _one(coco, "FSL raises DeepLab").note == "FSL is always on"
     assert _one(coco, "the number of sampled pixels").note == "num_samples has one value (1)"
     one_lambda = coco[coco["lambda"] == 0.8]
     assert _one(one_lambda, "importance sampling beats GAP").note == "λ has one value (0.8)"
@@ -199,7 +200,7 @@ def test_report_cli_prints_one_line_per_finding(studies, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[1] == "The paper's findings, checked on collapsed:"
     assert lines[2:] == findings_lines(frame)
-    assert len(lines[2:]) == len(check_findings(frame)) == 10
+    assert len(lines[2:]) == len(check_findings(frame)) == 11
     assert all(" -> " in line and "(" in line for line in lines[2:])
     assert any(line.startswith("DeepLab predictions span more than one class") and "-> not supported" in line
                for line in lines[2:])
