@@ -9,6 +9,7 @@ duplicates. When the experiment ends the trial files are compacted into one.
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from study.schema import STAGES
 from study.spec import StudySpec
 from study.store import ResultsStore, StageOutcome
 from study.artifacts import trial_folder
-from study.trainable import flat_trial_config, study_trial_id
+from study.trainable import PAYLOAD_KEY, flat_trial_config, study_trial_id
 
 
 class ParquetResultsCallback(Callback):
@@ -31,9 +32,9 @@ class ParquetResultsCallback(Callback):
         self.store = ResultsStore(study_uri)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        payload = result.get("wsss")
-        if not payload:
+        if PAYLOAD_KEY not in result:
             return
+        payload = json.loads(result[PAYLOAD_KEY])
         self.store.write_outcome(StageOutcome(
             study=self.study,
             trial_id=study_trial_id(trial.config, self.spec, trial.trial_id),

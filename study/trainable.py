@@ -36,6 +36,8 @@ from study.spec import SEED_KEY, StudySpec
 
 PROGRESS_FILE = "progress.json"
 TRIAL_INDEX = "__trial_index__"
+PAYLOAD_KEY = "wsss_json"
+"""The result key of a stage's outcome (study.callback writes it to Parquet), as a JSON string."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             "miou": val.get("miou"),
             "contour_f": val.get("contour_f"),
             **{f"{result.stage}_{name}": val.get(name) for name in ("miou", "contour_f")},
-            "wsss": payload,
+            # one string: TensorBoard logs the scalars above and skips it (its lists of names and NaN-led scores draw warnings)
+            PAYLOAD_KEY: json.dumps(payload),
         }
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / PROGRESS_FILE).write_text(json.dumps({"stage_index": index, "stage": result.stage}))

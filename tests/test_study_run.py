@@ -4,6 +4,7 @@ per trial x stage x split; an Optuna TPE study with ASHA; the CLI's status/list.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -39,9 +40,28 @@ def tiny_spec(name, **entries):
     return parse_spec({"name": name, "base": TINY, "resources": {"cpus": 1}, **entries})
 
 
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def test_grid_study_shares_upstream_stages_and_writes_every_row(storage, capsys):
+    from ray.util.debug import reset_log_once
+
     spec = tiny_spec("grid", space={"segmentation.lr": {"grid": [0.01, 0.02]}}, search={"max_concurrent": 2})
-    table = run_study(spec, storage=storage, verbose=0)
+    tensorboard = logging.getLogger("ray.tune.logger.tensorboardx")
+    warnings = Records()
+    reset_log_once("invalid_tbx_value")
+    tensorboard.addHandler(warnings)
+    try:
+        table = run_study(spec, storage=storage, verbose=0)
+    finally:
+        tensorboard.removeHandler(warnings)
+    assert warnings.messages == [], "every reported value is one TensorBoard logs or skips"
     assert [row["state"] for row in table] == ["TERMINATED", "TERMINATED"]
     assert [row["stage"] for row in table] == ["segmentation", "segmentation"]
 
