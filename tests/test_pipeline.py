@@ -172,7 +172,7 @@ def test_pool_scores_equal_in_process_scores() -> None:
 
 def test_a_pool_worker_that_dies_is_reported_with_its_exit_code() -> None:
     with pytest.raises(RuntimeError, match=r"^cam scores \(val\): an image-pool worker \(eval.workers=1\) "
-                                           r"died without a Python error \(exit codes \[3\];.* set eval.workers=0"):
+                                           r"died without passing back a Python error \(exit codes \[3\];.* set eval.workers=0"):
         with ImagePool(1) as pool:
             list(pool.imap(os._exit, [(3,)], desc="cam scores (val)", total=1, progress=False))
 

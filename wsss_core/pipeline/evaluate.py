@@ -84,8 +84,10 @@ class ImagePool:
         except BrokenProcessPool as error:
             codes = sorted({p.exitcode for p in _reaped(self._processes) if p.exitcode is not None})
             raise RuntimeError(
-                f"{desc}: an image-pool worker (eval.workers={self.workers}) died without a Python error"
-                f" (exit codes {codes or 'unknown'}; -9 is a kill, often the out-of-memory killer);"
+                f"{desc}: an image-pool worker (eval.workers={self.workers}) died without passing back a Python error"
+                f" (exit codes {codes or 'unknown'}; -9 is a kill, often the out-of-memory killer; 1 is often an error"
+                " while the worker started, e.g. a script without an `if __name__ == \"__main__\":` guard, its"
+                " traceback on stderr above);"
                 " set eval.workers=0 (wsss pipeline run: --set eval.workers=0) to run them in this process and see why"
             ) from error
 
