@@ -6,7 +6,10 @@ Runs only stage 1 (run_pipeline(until="cam")) of CONFIG (default: the demo
 pipeline, search_spaces/pipeline_demo.yaml) for every seed x lambda x FSL
 off/on, `--jobs` at a time with one thread each, on a fresh temporary cache
 and feature memo. Prints one line per run (val mIoU, contour F, and the
-foreground classes whose val IoU is below 1%: never predicted), then per
+foreground classes whose val IoU is below 1%: never predicted; and those whose
+CAM peaks off the object in most val images, with their pointing-game hit
+rate: GMP at lambda 0 can find a class from a global cue at the image border
+instead of on the object), then per
 lambda the mean FSL on - off difference in val contour F and mIoU (points),
 its standard deviation over seeds (ddof 1) and how many seeds it is positive
 in. `make demo` runs one seed; this shows how far its FSL comparison is from
@@ -33,10 +36,10 @@ DEMO = REPO / "search_spaces" / "pipeline_demo.yaml"
 NOT_PREDICTED_IOU = 0.01  # analysis.findings.PREDICTED_IOU (not imported: bench/study.py shadows the study package here)
 
 
-def cam_run(config: str, out: str, cache: str, overrides: list[str]) -> dict:
-    """Stage 1 of `config` with `overrides` -> its val metrics (in a pool worker)."""
+def cam_run(config: str, out: str, cache: str, overrides: list[str]) -> tuple[dict, list]:
+    """Stage 1 of `config` with `overrides` -> its val metrics and val pointing game (in a pool worker)."""
     result = run_pipeline(config, out, cache_dir=cache, progress=False, overrides=overrides, until="cam")
-    return result.stages[0].metrics["val"]
+    return result.stages[0].metrics["val"], result.stages[0].extra["pointing"]["val"]
 
 
 def main() -> None:
@@ -62,14 +65,18 @@ def main() -> None:
                 for i, run in enumerate(runs)
             }
             print(f"config: {args.config}" + (f" {' '.join(args.overrides)}" if args.overrides else ""))
-            print(f"{'lambda':>6s} {'FSL':>4s} {'seed':>4s} {'val mIoU':>9s} {'val F':>7s}  classes never predicted")
+            print(f"{'lambda':>6s} {'FSL':>4s} {'seed':>4s} {'val mIoU':>9s} {'val F':>7s}  classes never predicted"
+                  f"  |  classes whose CAM peaks off the object in most val images (pointing game)")
             val = {}
             for (lam, fsl, seed), future in futures.items():
-                val[lam, fsl, seed] = metrics = future.result()
+                metrics, pointing = future.result()
+                val[lam, fsl, seed] = metrics
                 iou = np.asarray(metrics["per_class_iou"], dtype=float)
                 missing = [names[k] for k in range(1, len(iou)) if np.isfinite(iou[k]) and iou[k] < NOT_PREDICTED_IOU]
+                off = [f"{names[k]} {100 * r:.0f}%" for k, r in enumerate(pointing) if r is not None and r < 0.5]
                 print(f"{lam:6g} {'on' if fsl else 'off':>4s} {seed:4d} {100 * metrics['miou']:9.1f} "
-                      f"{100 * metrics['contour_f']:7.1f}  {', '.join(missing) or '-'}", flush=True)
+                      f"{100 * metrics['contour_f']:7.1f}  {', '.join(missing) or '-'}  |  {', '.join(off) or '-'}",
+                      flush=True)
     print(f"\nFSL on - off (points), mean over {len(args.seeds)} seeds (± std), seeds positive")
     print(f"{'lambda':>6s} {'contour F':>18s} {'mIoU':>18s}")
     for lam in args.lambdas:

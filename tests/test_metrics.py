@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wsss_core.metrics import ContourFScore, MeanIoU, boundary_radius, class_boundaries
+from wsss_core.metrics import ContourFScore, MeanIoU, PointingGame, boundary_radius, class_boundaries
 
 REPO = Path(__file__).resolve().parents[1]
 VOC_MINI = Path(os.environ.get("WSSS_VOC_MINI", Path(__file__).resolve().parents[2] / "shared" / "data" / "voc2012-mini"))
@@ -320,3 +320,37 @@ def test_metrics_on_real_voc_masks():
     assert fast.compute()["per_class"][1:] == reference.per_class_f()
     assert 0.3 < fast.compute()["mean"] < 1.0
     assert 0.3 < miou.compute()["mean"] < 1.0
+
+
+def test_pointing_game_counts_a_hit_where_the_cam_peaks_on_its_object() -> None:
+    gt = np.zeros((20, 20), dtype=np.uint8)
+    gt[2:8, 2:8] = 1
+    gt[12:18, 12:18] = 2
+    gt[0, :] = 255
+    maps = np.zeros((2, 20, 20), dtype=np.float32)
+    maps[0, 5, 5] = 1.0    # class 1 peaks on its square: hit
+    maps[1, 0, 19] = 1.0   # class 2 peaks at the image border: miss
+    maps[1, 15, 15] = 0.9  # ... although it is high on its object
+    game = PointingGame(num_classes=4)
+    game.update(maps, [1, 2], gt)
+    game.update(maps[:1], [1], gt)
+    result = game.compute()
+    assert result["per_class"][1:3] == [1.0, 0.0]
+    assert np.isnan(result["per_class"][0]) and np.isnan(result["per_class"][3])
+    assert result["mean"] == 0.5
+
+
+@pytest.mark.parametrize("maps, classes, message", [
+    (np.zeros((2, 20, 20)), [1], r"maps must be \[1, 20, 20\]"),
+    (np.zeros((1, 10, 20)), [1], r"maps must be \[1, 20, 20\]"),
+    (np.zeros((1, 20, 20)), [4], r"class id 4 is not allowed; use 1..3"),
+    (np.zeros((1, 20, 20)), [0], r"class id 0 is not allowed; use 1..3"),
+])
+def test_pointing_game_rejects_maps_that_do_not_match(maps, classes, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        PointingGame(num_classes=4).update(maps, classes, np.zeros((20, 20), dtype=np.uint8))
+
+
+def test_pointing_game_without_a_foreground_class_is_nan_not_an_error() -> None:
+    result = PointingGame(num_classes=4).compute()
+    assert np.isnan(result["mean"]) and all(np.isnan(r) for r in result["per_class"])

@@ -1,10 +1,12 @@
-"""Segmentation metrics of the paper (Sec. 4.1): area mIoU and contour F-score.
+"""Segmentation metrics of the paper (Sec. 4.1): area mIoU and contour F-score;
+and the pointing game, a CAM localisation diagnostic.
 
-Both metrics accumulate integer counts over a dataset with ``update(pred, gt)``
-on label maps [H, W], reduce partial results from worker processes with
-``merge(other)`` (the objects are plain picklable state), and report with
+All three accumulate integer counts over a dataset with ``update`` (mIoU and
+contour F: ``update(pred, gt)`` on label maps [H, W], and they reduce partial
+results from worker processes with ``merge(other)``: the objects are plain
+picklable state), and report with
 ``compute() -> {"mean": float, "per_class": list[float], ...}``. Lists are
-indexed by class id (0 = background), so ``per_class[c]`` is class c in both.
+indexed by class id (0 = background), so ``per_class[c]`` is class c in all.
 """
 
 from __future__ import annotations
@@ -103,6 +105,49 @@ class MeanIoU:
             "per_class": [float(value) for value in iou],
             "pixel_accuracy": float(true_positive.sum() / total),
         }
+
+
+class PointingGame:
+    """Where each class's CAM peaks: the pointing game (Zhang et al., ECCV 2016),
+    with no tolerance, over a dataset.
+
+    For every class c present in an image, a hit when the argmax of its map
+    lies on a ground-truth pixel of class c. "per_class" is hits / images per
+    class id (NaN where the class never occurs, and for the background); "mean"
+    averages the foreground classes that occur. A class whose CAM peaks off the
+    object (e.g. at the image border, where GMP can find a global cue) scores
+    near 0 even when its CAM is high somewhere on the object.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        _check_num_classes(num_classes)
+        self.num_classes = num_classes
+        self.hits = np.zeros(num_classes, dtype=np.int64)
+        self.images = np.zeros(num_classes, dtype=np.int64)
+
+    def update(self, maps: np.ndarray, classes: Any, gt: Any) -> None:
+        """Add one image: ``maps`` [C', H, W], one map per class id in ``classes`` (C' ids
+        in 1..K-1), ``gt`` the ground-truth label map [H, W]."""
+        gt = _as_label_map(gt, "gt")
+        classes = [int(c) for c in classes]
+        if maps.ndim != 3 or maps.shape[0] != len(classes) or maps.shape[1:] != gt.shape:
+            raise ValueError(f"maps must be [{len(classes)}, {gt.shape[0]}, {gt.shape[1]}] (one map per class, "
+                             f"the ground truth's size); got {maps.shape}")
+        for k, c in enumerate(classes):
+            if not 1 <= c < self.num_classes:
+                raise ValueError(f"class id {c} is not allowed; use 1..{self.num_classes - 1}")
+            y, x = np.unravel_index(int(np.argmax(maps[k])), gt.shape)
+            self.hits[c] += int(gt[y, x] == c)
+            self.images[c] += 1
+
+    def compute(self) -> dict[str, Any]:
+        """{"mean": hit rate over the foreground classes that occur, "per_class": K rates};
+        NaN for a class that never occurred (always the background), and a NaN mean if none did."""
+        seen = self.images > 0  # never the background: update() takes ids 1..K-1
+        rate = np.full(self.num_classes, np.nan)
+        rate[seen] = self.hits[seen] / self.images[seen]
+        return {"mean": float(rate[seen].mean()) if seen.any() else math.nan,
+                "per_class": [float(value) for value in rate]}
 
 
 def boundary_radius(height: int, width: int, bound_th: float) -> int:

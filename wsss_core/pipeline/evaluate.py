@@ -147,10 +147,11 @@ def summarise(miou: Any, contour: Any) -> dict[str, Any]:
     return {
         "miou": area["mean"],
         "contour_f": edge["mean"],
-        "per_class_iou": [_finite(v) for v in area["per_class"]],
-        "per_class_f": [_finite(v) for v in edge["per_class"]],
+        "per_class_iou": [finite(v) for v in area["per_class"]],
+        "per_class_f": [finite(v) for v in edge["per_class"]],
     }
 
 
-def _finite(value: float) -> float | None:
+def finite(value: float) -> float | None:
+    """NaN (or None) -> None, else the float: JSON-ready per-class entries."""
     return None if value is None or math.isnan(value) else float(value)

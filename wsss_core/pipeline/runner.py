@@ -348,8 +348,9 @@ def _stage_summary(result: StageResult) -> dict[str, Any]:
         "cache_hit": result.cache_hit,
         "key": result.key,
     }
-    if "bg_threshold" in result.extra:
-        summary["bg_threshold"] = result.extra["bg_threshold"]
+    for key in ("bg_threshold", "pointing"):  # the CAM stage's chosen threshold; its pointing game per split
+        if key in result.extra:
+            summary[key] = result.extra[key]
     return summary
 
 

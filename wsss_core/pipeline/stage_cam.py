@@ -17,12 +17,13 @@ from wsss_core.cams import cam_pseudo_label, image_labels_with_background
 from wsss_core.data import Batch, read_mask, write_mask
 from wsss_core.formulations import FORMULATIONS, CamSettings, training_maps
 from wsss_core.losses import FeatureSimilarityLoss
+from wsss_core.metrics import PointingGame
 from wsss_core.models import CAMNet, build_backbone
 from wsss_core.pipeline import pool_tasks
 from wsss_core.pipeline.config import CamConfig
 from wsss_core.pipeline.context import StageContext, write_stage_metrics
 from wsss_core.pipeline.datasets import ImageLevelView, present_classes
-from wsss_core.pipeline.evaluate import score_split
+from wsss_core.pipeline.evaluate import finite, score_split
 from wsss_core.pipeline.inference import multiscale_probs, warm_inference_memo
 from wsss_core.pipeline.overlays import overlay_panel, save_panel
 from wsss_core.pipeline.training import (
@@ -207,7 +208,8 @@ def cam_label(fg: np.ndarray, present: np.ndarray, num_classes: int, bg: str, th
 def evaluate(ctx: StageContext, work_dir: Path) -> tuple[dict[str, dict], dict[str, Any]]:
     """CAM pseudo-labels scored on each split. With eval.bg_thresholds (and
     cam.bg "threshold") the thresholds are swept on the train split, the best
-    (by mIoU) is applied to every split, and the whole curve is reported."""
+    (by mIoU) is applied to every split, and the whole curve is reported.
+    extra["pointing"]: per split, the pointing game of the CAMs per class id."""
     c, e = ctx.config.cam, ctx.config.eval
     sweep = [float(t) for t in e.bg_thresholds] if c.bg == "threshold" and e.bg_thresholds else [c.bg_threshold]
     curves: dict[str, dict[str, dict]] = {}
@@ -229,8 +231,22 @@ def evaluate(ctx: StageContext, work_dir: Path) -> tuple[dict[str, dict], dict[s
     extra = {
         "bg_threshold": best,
         "bg_curve": {split: {t: v["miou"] for t, v in curve.items()} for split, curve in curves.items()},
+        "pointing": {split: pointing_game(ctx, work_dir, split) for split in e.splits},
     }
     return splits, extra
+
+
+def pointing_game(ctx: StageContext, work_dir: Path, split: str) -> list[float | None]:
+    """Per class id, the share of the split's evaluated images whose CAM of that
+    class peaks on the object (wsss_core.metrics.PointingGame; None: class absent)."""
+    game = PointingGame(ctx.num_classes)
+    dataset = ctx.datasets[split]
+    for i in ctx.eval_indices(split):
+        sample = dataset[i]
+        fg, present = read_cam(work_dir, split, sample.name)
+        if present.size:
+            game.update(fg.astype(np.float32), present, sample.mask)
+    return [finite(rate) for rate in game.compute()["per_class"]]
 
 
 def write_overlays(ctx: StageContext, work_dir: Path) -> None:
