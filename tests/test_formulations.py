@@ -203,7 +203,7 @@ def test_pcm_input_follows_the_formulation(formulation):
         cam[:, 1:][cam[:, 1:] < cam_max] = 0
         assert torch.allclose(seam_normalized_cams(out.logits), cam, rtol=1e-5, atol=1e-7)
     want = torch.matmul(cam.reshape(1, 4, -1), aff).view(1, 4, h, w)
-    assert float((out.refined - want).norm() / want.norm()) < 1e-5
+    assert float(((out.refined - want).norm() / want.norm()).detach()) < 1e-5
 
 
 # --- CAM inference and the background rule (infer_cam.py, eval_cam.py, infer_SEAM.py) --
