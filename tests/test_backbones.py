@@ -222,3 +222,35 @@ def test_a_trainable_head_needs_a_frozen_backbone_that_has_one():
         load_config({"affinity.backbone": "resnet_small", "affinity.freeze_backbone": True, "affinity.train_backbone_head": True})
     with pytest.raises(ValueError, match="ResNetSmall has no head layer"):
         build_backbone("resnet_small", weights=None).freeze(train_head=True)
+
+
+def test_a_dropped_head_leaves_the_trunks_map_and_no_head_gradients():
+    from wsss_core.models import DeepLabV1
+
+    torch.manual_seed(0)
+    backbone = build_backbone("efficientnet_lite0", weights=None).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        trunk = backbone.trunk_stages(x)[-1]
+        assert torch.equal(backbone.drop_head().features(x)[0], trunk)
+    model = DeepLabV1(backbone, num_classes=4, head_channels=8, dilation=1, head="largefov").train()
+    assert backbone.out_channels == 320 and model.head[0].in_channels == 320
+    model(x).square().mean().backward()
+    assert all(p.grad is None for m in backbone.head_modules() for p in m.parameters()), "the skipped head gets no gradient"
+    assert backbone.net._conv_stem.weight.grad is not None, "the trunk still trains when not frozen"
+    with pytest.raises(ValueError, match="head layer was dropped"):
+        backbone.freeze(train_head=True)
+    with pytest.raises(ValueError, match="ResNetSmall has no head layer to drop"):
+        build_backbone("resnet_small", weights=None).drop_head()
+
+
+def test_skipping_the_backbone_head_needs_one_and_no_head_training():
+    from wsss_core.pipeline.config import ConfigError, load_config
+
+    base = {"segmentation.backbone": "efficientnet_lite0", "segmentation.freeze_backbone": True}
+    assert not load_config({**base, "segmentation.backbone_head": False}).segmentation.backbone_head
+    with pytest.raises(ConfigError, match=r"segmentation.backbone_head=False is invalid; allowed: true with backbone resnet_small"):
+        load_config({"segmentation.backbone_head": False})
+    with pytest.raises(ConfigError, match=r"segmentation.backbone_head=False is invalid; allowed: true while "
+                                          r"segmentation.train_backbone_head is true"):
+        load_config({**base, "segmentation.backbone_head": False, "segmentation.train_backbone_head": True})

@@ -171,6 +171,13 @@ def test_with_a_trainable_head_the_memo_holds_the_trunk_and_the_head_still_learn
         assert torch.equal(trained.features(x)[0], again) and trained.memo.hits == 1, \
             "a model with another trained head (another trial, inference) reads the same trunk entries"
 
+    dropped = build_backbone("efficientnet_lite0", None)
+    dropped.load_state_dict(initial)
+    dropped.drop_head().freeze().share_features(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(dropped.features(x)[0], stored[0][0]) and dropped.memo.hits == 1, \
+            "a model on the trunk's map (segmentation.backbone_head false) reads the same trunk entries as they are"
+
     whole = build_backbone("efficientnet_lite0", None).freeze()
     whole.load_state_dict(initial)
     whole.share_features(tmp_path)

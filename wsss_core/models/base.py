@@ -26,8 +26,9 @@ class Backbone(nn.Module):
 
     A backbone with a head layer (a last per-location layer after its trunk,
     e.g. EfficientNet's 1x1 head conv) also implements `head_modules`,
-    `trunk_stages` and `head`, so a frozen backbone can keep that layer
-    trainable (`freeze(train_head=True)`).
+    `trunk_stages` and `head`, and sets `trunk_channels`, so a frozen backbone
+    can keep that layer trainable (`freeze(train_head=True)`) and a model can
+    read the trunk's map instead (`drop_head()`).
     """
 
     stage_channels: tuple[int, ...]
@@ -36,6 +37,8 @@ class Backbone(nn.Module):
     std: tuple[float, float, float] = IMAGENET_STD
     frozen: bool = False
     head_trains: bool = False
+    head_dropped: bool = False
+    trunk_channels: int = 0
     memo: FeatureMemo | None = None
 
     def freeze(self, train_head: bool = False) -> Backbone:
@@ -50,12 +53,28 @@ class Backbone(nn.Module):
         """
         if train_head and not self.head_modules():
             raise ValueError(f"{type(self).__name__} has no head layer to train; use train_head=False")
+        if train_head and self.head_dropped:
+            raise ValueError(f"{type(self).__name__}'s head layer was dropped; use train_head=False")
         self.frozen = True
         self.head_trains = train_head
         self.requires_grad_(False)
         for module in self.head_modules() if train_head else ():
             module.requires_grad_(True)
         return self.eval()
+
+    def drop_head(self) -> Backbone:
+        """Skip the head layer: the last map becomes the trunk's (`trunk_channels`;
+        efficientnet_lite0: the last MBConv block's 320 channels), as segmentation
+        encoders use EfficientNet (the 1x1 head conv feeds ImageNet's classifier).
+        Call before building layers on `out_channels`; the head's weights stay
+        (unused, no gradients). ValueError for a backbone without a head layer."""
+        if not self.head_modules():
+            raise ValueError(f"{type(self).__name__} has no head layer to drop")
+        self.head_dropped = True
+        self.stage_channels = (*self.stage_channels[:-1], self.trunk_channels)
+        for module in self.head_modules():
+            module.requires_grad_(False)
+        return self
 
     def head_modules(self) -> tuple[nn.Module, ...]:
         """The modules of the head layer (empty: the backbone has none)."""
@@ -73,8 +92,9 @@ class Backbone(nn.Module):
         """Serve fixed feature maps from a FeatureMemo in `directory`, keyed by
         the current weights (attach after loading them). With a trainable head
         the memo holds the trunk's maps, keyed by the trunk's weights alone
-        (a trained head reads the same entries), and the head runs on them."""
-        if self.head_trains:
+        (a trained head reads the same entries), and the head runs on them; with
+        a dropped head the same trunk entries are the maps."""
+        if self.head_trains or self.head_dropped:
             key, extra = weights_fingerprint(self, skip=self.head_modules()), f"stride {self.stride}, trunk"
         else:
             key, extra = weights_fingerprint(self), f"stride {self.stride}"
@@ -111,7 +131,7 @@ class Backbone(nn.Module):
             self.memo.warm(self._fixed_part(), x, which)
 
     def _fixed_part(self) -> Callable[[torch.Tensor], list[torch.Tensor]]:
-        return self.trunk_stages if self.head_trains else self.forward_stages
+        return self.trunk_stages if self.head_trains or self.head_dropped else self.forward_stages
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] -> [B, out_channels, ~H/stride, ~W/stride]."""

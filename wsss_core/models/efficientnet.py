@@ -48,6 +48,7 @@ class EfficientNetLite0(Backbone):
         self._stage_ends = _STAGE_ENDS[output_stride]
         widths = {2: 24, 4: 40, 7: 80, 10: 112}
         self.stage_channels = (*(widths[i] for i in self._stage_ends), self.net._bn1.num_features)
+        self.trunk_channels = self.net._conv_head.in_channels
         self._dilate()
         if weights is not None:
             path = imagenet_weights_path() if weights == "imagenet" else Path(weights)

@@ -243,7 +243,11 @@ class SegmentationConfig(TrainingConfig):
     psa/SEAM's, used for the stage-1 labels). bn_momentum: the head's BatchNorm
     running-statistics momentum (authors 3e-4, made for ~20k steps; a run of a
     few hundred steps keeps nearly the initial statistics and predicts garbage
-    in eval mode: CPU presets use null, a cumulative average)."""
+    in eval mode: CPU presets use null, a cumulative average). backbone_head:
+    false reads the trunk's last map instead of the backbone's head layer
+    (efficientnet_lite0: the last MBConv block's 320 channels, not the 1x1 conv
+    to 1280 that feeds ImageNet's classifier), as segmentation encoders use
+    EfficientNet; the first head conv then costs a quarter."""
 
     lr: float = 0.001
     epochs: int = 20
@@ -265,9 +269,17 @@ class SegmentationConfig(TrainingConfig):
     crf: bool = True
     crf_bilateral_sxy: float = 32.0
     crf_iterations: int = 1
+    backbone_head: bool = True
 
     def validate(self, section: str = "segmentation") -> None:
+        from wsss_core.models import has_head_layer
+
         super().validate(section)
+        if not self.backbone_head:
+            _require(has_head_layer(self.backbone), "segmentation.backbone_head", False,
+                     f"true with backbone {self.backbone} (no head layer to skip; efficientnet_lite0 has one)")
+            _require(not self.train_backbone_head, "segmentation.backbone_head", False,
+                     "true while segmentation.train_backbone_head is true (a skipped head does not train)")
         _require(self.head_channels >= 1, "segmentation.head_channels", self.head_channels, "an integer >= 1")
         _require(self.dilation >= 1, "segmentation.dilation", self.dilation, "an integer >= 1")
         _require(0 <= self.dropout < 1, "segmentation.dropout", self.dropout, "0 <= dropout < 1")

@@ -36,7 +36,9 @@ def prediction_path(stage_dir: Path, split: str, name: str) -> Path:
 
 
 def build_deeplab(c: SegmentationConfig, num_classes: int, weights: str | None) -> DeepLabV1:
-    return DeepLabV1(build_backbone(c.backbone, weights, c.output_stride), num_classes, head_channels=c.head_channels,
+    """DeepLab-v1 on the configured backbone; on its trunk's map when segmentation.backbone_head is false."""
+    backbone = build_backbone(c.backbone, weights, c.output_stride)
+    return DeepLabV1(backbone if c.backbone_head else backbone.drop_head(), num_classes, head_channels=c.head_channels,
                      dilation=c.dilation, dropout=c.dropout, head=c.head, train_norm=c.train_norm,
                      bn_momentum=c.bn_momentum)
 
