@@ -1,10 +1,10 @@
 """Segmentation metrics of the paper (Sec. 4.1): area mIoU and contour F-score;
 and the pointing game, a CAM localisation diagnostic.
 
-All three accumulate integer counts over a dataset with ``update`` (mIoU and
-contour F: ``update(pred, gt)`` on label maps [H, W], and they reduce partial
-results from worker processes with ``merge(other)``: the objects are plain
-picklable state), and report with
+mIoU and contour F accumulate integer counts over a dataset with
+``update(pred, gt)`` on label maps [H, W] and reduce partial results from
+worker processes with ``merge(other)`` (plain picklable state); the pointing
+game counts hits with ``update(maps, classes, gt)``. All three report with
 ``compute() -> {"mean": float, "per_class": list[float], ...}``. Lists are
 indexed by class id (0 = background), so ``per_class[c]`` is class c in all.
 """

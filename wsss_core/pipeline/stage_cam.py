@@ -209,44 +209,38 @@ def evaluate(ctx: StageContext, work_dir: Path) -> tuple[dict[str, dict], dict[s
     """CAM pseudo-labels scored on each split. With eval.bg_thresholds (and
     cam.bg "threshold") the thresholds are swept on the train split, the best
     (by mIoU) is applied to every split, and the whole curve is reported.
-    extra["pointing"]: per split, the pointing game of the CAMs per class id."""
+    extra["pointing"]: per split, the pointing game of the CAMs per class id
+    (wsss_core.metrics.PointingGame; None: class absent)."""
     c, e = ctx.config.cam, ctx.config.eval
     sweep = [float(t) for t in e.bg_thresholds] if c.bg == "threshold" and e.bg_thresholds else [c.bg_threshold]
     curves: dict[str, dict[str, dict]] = {}
+    pointing: dict[str, list[float | None]] = {}
     for split in e.splits:
         dataset = ctx.datasets[split]
         indices = ctx.eval_indices(split)
+        game = PointingGame(ctx.num_classes)
 
-        def items(dataset=dataset, indices=indices, split=split):
+        def items(dataset=dataset, indices=indices, split=split, game=game):
+            """The sweep's labels and the mask per image; each CAM also feeds the pointing game (one read)."""
             for i in indices:
                 sample = dataset[i]
                 fg, present = read_cam(work_dir, split, sample.name)
+                if present.size:
+                    game.update(fg.astype(np.float32), present, sample.mask)
                 yield {f"{t:g}": cam_label(fg, present, ctx.num_classes, c.bg, t) for t in sweep}, sample.mask
 
         curves[split] = score_split(ctx.pool, items(), num_classes=ctx.num_classes, bound_th=e.bound_th,
                                     total=len(indices), desc=f"cam eval ({split})", progress=ctx.runtime.progress)
+        pointing[split] = [finite(rate) for rate in game.compute()["per_class"]]
     select_split = "train" if "train" in curves else "val"
     best = max(sweep, key=lambda t: curves[select_split][f"{t:g}"]["miou"])
     splits = {split: dict(curve[f"{best:g}"], bg_threshold=best) for split, curve in curves.items()}
     extra = {
         "bg_threshold": best,
         "bg_curve": {split: {t: v["miou"] for t, v in curve.items()} for split, curve in curves.items()},
-        "pointing": {split: pointing_game(ctx, work_dir, split) for split in e.splits},
+        "pointing": pointing,
     }
     return splits, extra
-
-
-def pointing_game(ctx: StageContext, work_dir: Path, split: str) -> list[float | None]:
-    """Per class id, the share of the split's evaluated images whose CAM of that
-    class peaks on the object (wsss_core.metrics.PointingGame; None: class absent)."""
-    game = PointingGame(ctx.num_classes)
-    dataset = ctx.datasets[split]
-    for i in ctx.eval_indices(split):
-        sample = dataset[i]
-        fg, present = read_cam(work_dir, split, sample.name)
-        if present.size:
-            game.update(fg.astype(np.float32), present, sample.mask)
-    return [finite(rate) for rate in game.compute()["per_class"]]
 
 
 def write_overlays(ctx: StageContext, work_dir: Path) -> None:
