@@ -174,26 +174,54 @@ def learned_fsl_parameters(frame: pd.DataFrame) -> go.Figure | None:
 def per_class_heatmap(frame: pd.DataFrame, stage: str = FINAL_STAGE, split: str = "val", top: int = 12) -> go.Figure | None:
     """Per-class IoU and contour F (%) of the `top` config groups by mIoU (mean over seeds)."""
     rows = scored(frame, stage, split)
-    rows = rows[rows["per_class_iou"].notna()]
-    if rows.empty:
+    groups = _per_class_groups(rows[rows["per_class_iou"].notna()], ("per_class_iou", "per_class_f"), top)
+    if not groups:
         return None
-    keys = varying(rows)
-    groups = []
-    for _, part in (rows.groupby(keys, dropna=False, observed=True) if keys else [((), rows)]):
-        groups.append((part["miou"].mean(), describe(part.iloc[0], keys), mean_lists(part["per_class_iou"]),
-                       mean_lists(part["per_class_f"]), list(part.iloc[0]["class_names"])))
-    groups = sorted(groups, key=lambda g: -g[0])[:top][::-1]  # best at the top of the heatmap
-    labels = [g[1] for g in groups]
-    classes = groups[0][4]
+    labels, classes = [g[1] for g in groups], groups[0][3]
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.03,
                         subplot_titles=["per-class IoU (%)", "per-class contour F (%)"])
-    for col, index in ((1, 2), (2, 3)):
-        fig.add_trace(go.Heatmap(z=np.stack([g[index] for g in groups]) * 100.0, x=classes, y=labels,
+    for col in (1, 2):
+        fig.add_trace(go.Heatmap(z=np.stack([g[2][col - 1] for g in groups]) * 100.0, x=classes, y=labels,
                                  coloraxis="coloraxis", hovertemplate="%{y}<br>%{x}: %{z:.1f}%"), row=1, col=col)
     fig.update_layout(title=f"Per-class scores, {STAGE_LABELS[stage]} ({split}), top {len(groups)} configs",
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=100), height=220 + 28 * len(groups), **LAYOUT)
     fig.update_layout(margin=dict(l=260))
     return fig
+
+
+def pointing_heatmap(frame: pd.DataFrame, split: str = "val", top: int = 12) -> go.Figure | None:
+    """The CAM stage's pointing game (%) per foreground class: the share of `split` images with the
+    class whose CAM peaks on that class's object, for the `top` config groups by CAM mIoU (mean
+    over seeds). A class near 0% is one the CAM network never localised (e.g. GMP's maximum stuck
+    on the image border)."""
+    rows = scored(frame, STAGES[0], split)
+    groups = _per_class_groups(rows[rows["per_class_pointing"].notna()], ("per_class_pointing",), top)
+    if not groups:
+        return None
+    classes = groups[0][3]
+    foreground = [k for k in range(len(classes)) if any(np.isfinite(g[2][0][k]) for g in groups)]
+    fig = go.Figure(go.Heatmap(
+        z=np.stack([g[2][0][foreground] for g in groups]) * 100.0, x=[classes[k] for k in foreground],
+        y=[g[1] for g in groups], zmin=0, zmax=100, colorscale="Viridis", colorbar=dict(title="%"),
+        hovertemplate="%{y}<br>%{x}: CAM peak on the object in %{z:.0f}% of images"))
+    fig.update_layout(title=f"CAM pointing game ({split}): images whose CAM peaks on the object, top {len(groups)} configs",
+                      height=220 + 28 * len(groups), **LAYOUT)
+    fig.update_layout(margin=dict(l=260))
+    return fig
+
+
+def _per_class_groups(rows: pd.DataFrame, columns: tuple[str, ...], top: int
+                      ) -> list[tuple[float, str, list[np.ndarray], list[str]]]:
+    """(mean mIoU, label, [per-class means of each column], class names) of the `top` config
+    groups by mIoU, best last (at the top of a heatmap)."""
+    if rows.empty:
+        return []
+    keys = varying(rows)
+    groups = []
+    for _, part in (rows.groupby(keys, dropna=False, observed=True) if keys else [((), rows)]):
+        groups.append((part["miou"].mean(), describe(part.iloc[0], keys), [mean_lists(part[c]) for c in columns],
+                       list(part.iloc[0]["class_names"])))
+    return sorted(groups, key=lambda g: -g[0])[:top][::-1]
 
 
 def trial_timeline(frame: pd.DataFrame) -> go.Figure | None:

@@ -94,6 +94,8 @@ def study_sections(study: StudyData) -> list[Section]:
     gallery = gallery_html(frame, study.path)
     if gallery is not None:
         sections.append(Section("CAM overlays of the best trials (train images, where the pseudo-labels are made; the best of each λ first)", f"<div class='gallery'>{gallery}</div>"))
+    if (pointing := figures.pointing_heatmap(frame)) is not None:
+        sections.append(Section("CAM localisation: the pointing game per class", figure_html(pointing)))
     overview = [tables.status_table(frame), tables.failures_table(frame)]
     sections.append(Section("Trials", "".join(table_html(t) for t in overview if t is not None)))
     learned = figures.learned_fsl_parameters(frame)

@@ -39,7 +39,8 @@ NOT_PREDICTED_IOU = 0.01  # analysis.findings.PREDICTED_IOU (not imported: bench
 def cam_run(config: str, out: str, cache: str, overrides: list[str]) -> tuple[dict, list]:
     """Stage 1 of `config` with `overrides` -> its val metrics and val pointing game (in a pool worker)."""
     result = run_pipeline(config, out, cache_dir=cache, progress=False, overrides=overrides, until="cam")
-    return result.stages[0].metrics["val"], result.stages[0].extra["pointing"]["val"]
+    val = result.stages[0].metrics["val"]
+    return val, val["per_class_pointing"]
 
 
 def main() -> None:

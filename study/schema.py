@@ -7,7 +7,9 @@ Bump SCHEMA_VERSION whenever a column is added, removed or changes meaning;
 readers accept every version in READABLE_VERSIONS. Version 1 kept rows under
 hive folders (`results/stage=<stage>/`) and absolute `trial_dir`/`overlay_dir`;
 version 2 keeps one file per trial (or one compacted file) directly under
-`results/` and those paths relative to the study folder.
+`results/` and those paths relative to the study folder. Version 3 adds the
+CAM stage's pointing game (`pointing`, `per_class_pointing`); older rows read
+them as null.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import hashlib
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
 
 STAGES: tuple[str, ...] = ("cam", "affinity", "segmentation")
 """Pipeline stages in order; the stage index (1-based) is Tune's time attribute."""
@@ -60,6 +62,11 @@ RESULT_SCHEMA = pa.schema(
         pa.field("class_names", pa.list_(pa.string())),
         pa.field("per_class_iou", pa.list_(pa.float64())),
         pa.field("per_class_f", pa.list_(pa.float64())),
+        # CAM stage only: per class, the share of images whose CAM peaks on that
+        # class's object (wsss_core.metrics.PointingGame); `pointing` is the mean
+        # over the classes with a value
+        pa.field("pointing", pa.float64()),
+        pa.field("per_class_pointing", pa.list_(pa.float64())),
         pa.field("fsl_sigma", pa.float64()),  # learned value at the end of stage 1
         pa.field("fsl_mu", pa.float64()),
         pa.field("seconds", pa.float64()),

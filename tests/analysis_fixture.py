@@ -87,6 +87,8 @@ def _stage_rows(study: str, trial: str, index: int, config: dict[str, object], s
             if stage == collapsed:  # predicts background everywhere: every foreground IoU and F is 0
                 per_iou[1:], per_f[:] = 0.0, 0.0
             per_f[0] = np.nan  # contour F is not defined for the background class
+            # the CAM stage's pointing game: where the class's CAM peaks, close to its IoU; none for background
+            pointing = [None] + np.clip(1.2 * per_iou[1:], 0, 1).tolist() if stage == "cam" and not unfinished else None
             status = "failed" if failed else ("stopped" if stopped else "completed")
             rows.append({
                 "row_id": row_id(study, trial, stage, split), "schema_version": SCHEMA_VERSION, "study": study,
@@ -99,6 +101,7 @@ def _stage_rows(study: str, trial: str, index: int, config: dict[str, object], s
                 "class_names": None if unfinished else VOC_CLASSES,
                 "per_class_iou": None if unfinished else per_iou.tolist(),
                 "per_class_f": None if unfinished else per_f.tolist(),
+                "pointing": None if pointing is None else float(np.mean(pointing[1:])), "per_class_pointing": pointing,
                 "fsl_sigma": sigma, "fsl_mu": mu,
                 "seconds": None if unfinished else seconds, "started_at": None if unfinished else clock,
                 "finished_at": finished, "cache_hit": None if unfinished else False, "node": node,

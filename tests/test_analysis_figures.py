@@ -113,6 +113,18 @@ def test_per_class_heatmap_has_class_columns_and_group_means(studies):
     assert len(iou.y) == 3
 
 
+def test_pointing_heatmap_shows_foreground_classes_of_the_cam_stage(studies):
+    study, frame = studies["coco"]
+    fig = figures.pointing_heatmap(frame, top=3)
+    (trace,) = fig.data
+    assert list(trace.x) == VOC_CLASSES[1:]  # background has no pointing game
+    rows = study.rows[(study.rows["stage"] == "cam") & (study.rows["split"] == "val")]
+    best = rows.sort_values("miou").iloc[-1]
+    np.testing.assert_allclose(trace.z[-1], np.array(best["per_class_pointing"][1:], dtype=float) * 100)
+    assert len(trace.y) == 3
+    assert figures.pointing_heatmap(frame[frame["stage"] != "cam"]) is None
+
+
 def test_trial_timeline_bars_per_node_start_at_trial_start(studies):
     study, frame = studies["optuna"]
     fig = figures.trial_timeline(frame)

@@ -45,7 +45,7 @@ def test_report_has_every_section_that_applies(report, studies):
                     "Table 1. Final predictions on COCO", "Table 2. Baseline vs ours", "Table 5. Naive normalisation",
                     "Table 6. Metrics vs the number of sampled pixels", "Best trials", "Config vs metrics",
                     "Parameter importance", "Per-class scores", "Trial timeline", "CAM overlays of the best trials",
-                    "Failed trials"):
+                    "CAM localisation: the pointing game per class", "Failed trials"):
         assert heading in text, heading
     assert text.count("data:image/png;base64,") == 2 * 4 * 3 * 2  # 2 studies x 4 trials x 3 stages x 2 PNGs
 

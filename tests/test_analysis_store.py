@@ -44,7 +44,7 @@ def test_other_schema_version_is_a_one_line_error(tmp_path):
     folder = tmp_path / "s" / "results"
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([row], schema=RESULT_SCHEMA.remove_metadata()), folder / "x.parquet")
-    with pytest.raises(ResultsError, match="schema versions \\[99\\]; this analysis reads versions 1, 2") as error:
+    with pytest.raises(ResultsError, match="schema versions \\[99\\]; this analysis reads versions 1, 2, 3") as error:
         load_results(tmp_path / "s")
     assert "\n" not in str(error.value)
 
@@ -60,6 +60,18 @@ def test_a_version_1_store_with_hive_folders_and_absolute_paths_still_loads(voc,
     frame = load_results(tmp_path / "old")
     assert sorted(frame["row_id"]) == sorted(r["row_id"] for r in rows)
     assert set(frame["schema_version"]) == {1} and frame["overlay_dir"].dropna().map(lambda p: p.startswith("/")).all()
+
+
+def test_a_version_2_file_without_the_pointing_columns_reads_them_as_null(voc, tmp_path):
+    rows = [row | {"schema_version": 2} for row in ResultsStore(str(voc.path)).read().to_pylist()[:6]]
+    old_schema = pa.schema([f for f in RESULT_SCHEMA if f.name not in ("pointing", "per_class_pointing")])
+    folder = tmp_path / "v2" / "results"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=old_schema), folder / "trial-x.parquet")
+    frame = load_results(tmp_path / "v2")
+    assert len(frame) == 6 and set(frame["schema_version"]) == {2}
+    assert frame["pointing"].isna().all() and frame["per_class_pointing"].isna().all()
+    assert frame["miou"].notna().any()
 
 
 def test_missing_study_folder_names_the_path(tmp_path):

@@ -50,10 +50,12 @@ def test_every_stage_reports_metrics_in_range(tiny_run) -> None:
         assert values["miou"] == values["splits"]["val"]["miou"]
         assert 0.0 <= values["contour_f"] <= 1.0
     assert metrics["cam"]["bg_threshold"] in (0.2, 0.4)
-    assert metrics["cam"]["pointing"] == seen[0].extra["pointing"]
-    for split, rates in seen[0].extra["pointing"].items():
-        assert split in ("train", "val") and len(rates) == 6 and rates[0] is None
+    assert metrics["cam"]["per_class_pointing"] == seen[0].metrics["val"]["per_class_pointing"]
+    for split, values in seen[0].metrics.items():
+        rates = values["per_class_pointing"]
+        assert len(rates) == 6 and rates[0] is None
         assert all(0.0 <= r <= 1.0 for r in rates[1:] if r is not None) and any(r is not None for r in rates)
+    assert all("per_class_pointing" not in values for stage in seen[1:] for values in stage.metrics.values())
     sigma, mu = metrics["cam"]["fsl_sigma"], metrics["cam"]["fsl_mu"]
     assert sigma > 0 and (sigma, mu) != (2.0, 0.0)  # learned, moved from the initial values
     assert metrics["segmentation"]["fsl_sigma"] == sigma

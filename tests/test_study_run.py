@@ -75,6 +75,13 @@ def test_grid_study_shares_upstream_stages_and_writes_every_row(storage, capsys)
                and r["backbone"] == "resnet_small" for r in results)
     assert all(r["class_names"][0] == "background" and len(r["per_class_iou"]) == len(r["class_names"]) for r in results)
     assert all(r["node"] and r["trial_dir"] and r["code_version"] and r["started_at"] <= r["finished_at"] for r in results)
+    for r in results:  # the CAM stage's pointing game, cache hit included; none at the later stages
+        if r["stage"] == "cam":
+            rates = [v for v in r["per_class_pointing"] if v is not None]
+            assert len(r["per_class_pointing"]) == len(r["class_names"]) and r["per_class_pointing"][0] is None
+            assert rates and r["pointing"] == pytest.approx(sum(rates) / len(rates))
+        else:
+            assert r["pointing"] is None and r["per_class_pointing"] is None
     assert [p.name for p in (storage / "grid" / "results").iterdir()] == ["compacted.parquet"]
     assert all(r["trial_dir"] == f"trials/{r['trial_id']}" for r in results)
     assert all(list((storage / "grid" / r["overlay_dir"]).glob("*.png")) for r in results)

@@ -20,10 +20,10 @@ METRICS = {split: {"miou": 0.5 + i / 10, "contour_f": 0.3, "per_class_iou": [0.9
                    "per_class_f": [0.1, 0.2, float("nan")]} for i, split in enumerate(("train", "val"))}
 
 
-def outcome(trial_id="t1", stage="cam", **extra):
+def outcome(trial_id="t1", stage="cam", metrics=METRICS, **extra):
     now = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
     return StageOutcome(study="s", trial_id=trial_id, stage=stage, status="completed", config=CONFIG,
-                        metrics=METRICS, learned={"fsl_sigma": 4.2, "fsl_mu": -0.1}, seconds=3.5,
+                        metrics=metrics, learned={"fsl_sigma": 4.2, "fsl_mu": -0.1}, seconds=3.5,
                         started_at=now, finished_at=now, cache_hit=False, **extra)
 
 
@@ -38,6 +38,18 @@ def test_rows_carry_typed_config_columns_and_metrics():
     assert val["fsl_sigma"] == 4.2
     table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
     assert table.schema.equals(RESULT_SCHEMA)
+
+
+def test_the_cam_pointing_game_becomes_a_list_and_its_mean_over_classes_with_a_value():
+    pointing = {split: dict(values, per_class_pointing=[None, 0.5, 1.0 if split == "val" else 0.0])
+                for split, values in METRICS.items()}
+    train, val = outcome_rows(outcome(metrics=pointing))
+    assert val["per_class_pointing"] == [None, 0.5, 1.0] and val["pointing"] == pytest.approx(0.75)
+    assert train["pointing"] == pytest.approx(0.25)
+    later = outcome_rows(outcome(stage="affinity"))[1]
+    assert later["pointing"] is None and later["per_class_pointing"] is None
+    table = pa.Table.from_pylist([train, val, later], schema=RESULT_SCHEMA)
+    assert table.column("pointing").null_count == 1
 
 
 def test_unknown_keys_stay_null_and_bad_status_is_rejected():

@@ -348,9 +348,10 @@ def _stage_summary(result: StageResult) -> dict[str, Any]:
         "cache_hit": result.cache_hit,
         "key": result.key,
     }
-    for key in ("bg_threshold", "pointing"):  # the CAM stage's chosen threshold; its pointing game per split
-        if key in result.extra:
-            summary[key] = result.extra[key]
+    if "per_class_pointing" in val:  # the CAM stage's pointing game
+        summary["per_class_pointing"] = val["per_class_pointing"]
+    if "bg_threshold" in result.extra:  # the CAM stage's chosen threshold
+        summary["bg_threshold"] = result.extra["bg_threshold"]
     return summary
 
 

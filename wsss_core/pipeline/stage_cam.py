@@ -209,8 +209,8 @@ def evaluate(ctx: StageContext, work_dir: Path) -> tuple[dict[str, dict], dict[s
     """CAM pseudo-labels scored on each split. With eval.bg_thresholds (and
     cam.bg "threshold") the thresholds are swept on the train split, the best
     (by mIoU) is applied to every split, and the whole curve is reported.
-    extra["pointing"]: per split, the pointing game of the CAMs per class id
-    (wsss_core.metrics.PointingGame; None: class absent)."""
+    Each split's metrics also hold "per_class_pointing": the pointing game of
+    the CAMs per class id (wsss_core.metrics.PointingGame; None: class absent)."""
     c, e = ctx.config.cam, ctx.config.eval
     sweep = [float(t) for t in e.bg_thresholds] if c.bg == "threshold" and e.bg_thresholds else [c.bg_threshold]
     curves: dict[str, dict[str, dict]] = {}
@@ -234,11 +234,11 @@ def evaluate(ctx: StageContext, work_dir: Path) -> tuple[dict[str, dict], dict[s
         pointing[split] = [finite(rate) for rate in game.compute()["per_class"]]
     select_split = "train" if "train" in curves else "val"
     best = max(sweep, key=lambda t: curves[select_split][f"{t:g}"]["miou"])
-    splits = {split: dict(curve[f"{best:g}"], bg_threshold=best) for split, curve in curves.items()}
+    splits = {split: dict(curve[f"{best:g}"], bg_threshold=best, per_class_pointing=pointing[split])
+              for split, curve in curves.items()}
     extra = {
         "bg_threshold": best,
         "bg_curve": {split: {t: v["miou"] for t, v in curve.items()} for split, curve in curves.items()},
-        "pointing": pointing,
     }
     return splits, extra
 
