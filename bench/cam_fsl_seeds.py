@@ -36,11 +36,10 @@ DEMO = REPO / "search_spaces" / "pipeline_demo.yaml"
 NOT_PREDICTED_IOU = 0.01  # analysis.findings.PREDICTED_IOU (not imported: bench/study.py shadows the study package here)
 
 
-def cam_run(config: str, out: str, cache: str, overrides: list[str]) -> tuple[dict, list]:
-    """Stage 1 of `config` with `overrides` -> its val metrics and val pointing game (in a pool worker)."""
+def cam_run(config: str, out: str, cache: str, overrides: list[str]) -> dict:
+    """Stage 1 of `config` with `overrides` -> its val metrics, pointing game included (in a pool worker)."""
     result = run_pipeline(config, out, cache_dir=cache, progress=False, overrides=overrides, until="cam")
-    val = result.stages[0].metrics["val"]
-    return val, val["per_class_pointing"]
+    return result.stages[0].metrics["val"]
 
 
 def main() -> None:
@@ -70,11 +69,10 @@ def main() -> None:
                   f"  |  classes whose CAM peaks off the object in most val images (pointing game)")
             val = {}
             for (lam, fsl, seed), future in futures.items():
-                metrics, pointing = future.result()
-                val[lam, fsl, seed] = metrics
+                val[lam, fsl, seed] = metrics = future.result()
                 iou = np.asarray(metrics["per_class_iou"], dtype=float)
                 missing = [names[k] for k in range(1, len(iou)) if np.isfinite(iou[k]) and iou[k] < NOT_PREDICTED_IOU]
-                off = [f"{names[k]} {100 * r:.0f}%" for k, r in enumerate(pointing) if r is not None and r < 0.5]
+                off = [f"{names[k]} {100 * r:.0f}%" for k, r in enumerate(metrics["per_class_pointing"]) if r is not None and r < 0.5]
                 print(f"{lam:6g} {'on' if fsl else 'off':>4s} {seed:4d} {100 * metrics['miou']:9.1f} "
                       f"{100 * metrics['contour_f']:7.1f}  {', '.join(missing) or '-'}  |  {', '.join(off) or '-'}",
                       flush=True)

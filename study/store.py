@@ -61,7 +61,7 @@ class StageOutcome:
     """What one trial produced (or failed to produce) at one stage.
 
     metrics: {split: {"miou", "contour_f", "per_class_iou", "per_class_f",
-    and at the CAM stage "per_class_pointing"}};
+    and at the CAM stage "pointing", "per_class_pointing"}};
     empty for failed or stopped stages, whose rows are one per `splits`.
     """
 
@@ -125,7 +125,7 @@ def outcome_rows(outcome: StageOutcome) -> list[dict[str, Any]]:
             "contour_f": _finite(values.get("contour_f")),
             "per_class_iou": _float_list(values.get("per_class_iou")),
             "per_class_f": _float_list(values.get("per_class_f")),
-            "pointing": _list_mean(values.get("per_class_pointing")),
+            "pointing": _finite(values.get("pointing")),
             "per_class_pointing": _float_list(values.get("per_class_pointing")),
         })
     return rows
@@ -287,9 +287,3 @@ def _finite(value: Any) -> float | None:
 
 def _float_list(values: Any) -> list[float | None] | None:
     return None if values is None else [_finite(v) for v in values]
-
-
-def _list_mean(values: Any) -> float | None:
-    """Mean of the finite entries of a per-class list; None when it has none."""
-    finite = [v for v in _float_list(values) or [] if v is not None]
-    return sum(finite) / len(finite) if finite else None

@@ -55,6 +55,7 @@ def test_every_stage_reports_metrics_in_range(tiny_run) -> None:
         rates = values["per_class_pointing"]
         assert len(rates) == 6 and rates[0] is None
         assert all(0.0 <= r <= 1.0 for r in rates[1:] if r is not None) and any(r is not None for r in rates)
+        assert values["pointing"] == pytest.approx(np.mean([r for r in rates if r is not None]))
     assert all("per_class_pointing" not in values for stage in seen[1:] for values in stage.metrics.values())
     sigma, mu = metrics["cam"]["fsl_sigma"], metrics["cam"]["fsl_mu"]
     assert sigma > 0 and (sigma, mu) != (2.0, 0.0)  # learned, moved from the initial values

@@ -40,9 +40,9 @@ def test_rows_carry_typed_config_columns_and_metrics():
     assert table.schema.equals(RESULT_SCHEMA)
 
 
-def test_the_cam_pointing_game_becomes_a_list_and_its_mean_over_classes_with_a_value():
-    pointing = {split: dict(values, per_class_pointing=[None, 0.5, 1.0 if split == "val" else 0.0])
-                for split, values in METRICS.items()}
+def test_the_cam_pointing_game_is_stored_per_class_and_as_its_mean():
+    pointing = {split: dict(values, per_class_pointing=[None, 0.5, 1.0 if split == "val" else 0.0],
+                            pointing=0.75 if split == "val" else 0.25) for split, values in METRICS.items()}
     train, val = outcome_rows(outcome(metrics=pointing))
     assert val["per_class_pointing"] == [None, 0.5, 1.0] and val["pointing"] == pytest.approx(0.75)
     assert train["pointing"] == pytest.approx(0.25)

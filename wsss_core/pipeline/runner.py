@@ -348,8 +348,9 @@ def _stage_summary(result: StageResult) -> dict[str, Any]:
         "cache_hit": result.cache_hit,
         "key": result.key,
     }
-    if "per_class_pointing" in val:  # the CAM stage's pointing game
-        summary["per_class_pointing"] = val["per_class_pointing"]
+    for key in ("pointing", "per_class_pointing"):  # the CAM stage's pointing game
+        if key in val:
+            summary[key] = val[key]
     if "bg_threshold" in result.extra:  # the CAM stage's chosen threshold
         summary["bg_threshold"] = result.extra["bg_threshold"]
     return summary

@@ -209,12 +209,13 @@ def evaluate(ctx: StageContext, work_dir: Path) -> tuple[dict[str, dict], dict[s
     """CAM pseudo-labels scored on each split. With eval.bg_thresholds (and
     cam.bg "threshold") the thresholds are swept on the train split, the best
     (by mIoU) is applied to every split, and the whole curve is reported.
-    Each split's metrics also hold "per_class_pointing": the pointing game of
-    the CAMs per class id (wsss_core.metrics.PointingGame; None: class absent)."""
+    Each split's metrics also hold the pointing game of the CAMs
+    (wsss_core.metrics.PointingGame): "pointing", its mean over the classes
+    that occur, and "per_class_pointing" per class id (None: class absent)."""
     c, e = ctx.config.cam, ctx.config.eval
     sweep = [float(t) for t in e.bg_thresholds] if c.bg == "threshold" and e.bg_thresholds else [c.bg_threshold]
     curves: dict[str, dict[str, dict]] = {}
-    pointing: dict[str, list[float | None]] = {}
+    pointing: dict[str, dict[str, Any]] = {}
     for split in e.splits:
         dataset = ctx.datasets[split]
         indices = ctx.eval_indices(split)
@@ -226,16 +227,17 @@ def evaluate(ctx: StageContext, work_dir: Path) -> tuple[dict[str, dict], dict[s
                 sample = dataset[i]
                 fg, present = read_cam(work_dir, split, sample.name)
                 if present.size:
-                    game.update(fg.astype(np.float32), present, sample.mask)
+                    game.update(fg, present, sample.mask)
                 yield {f"{t:g}": cam_label(fg, present, ctx.num_classes, c.bg, t) for t in sweep}, sample.mask
 
         curves[split] = score_split(ctx.pool, items(), num_classes=ctx.num_classes, bound_th=e.bound_th,
                                     total=len(indices), desc=f"cam eval ({split})", progress=ctx.runtime.progress)
-        pointing[split] = [finite(rate) for rate in game.compute()["per_class"]]
+        played = game.compute()
+        pointing[split] = {"pointing": finite(played["mean"]),
+                           "per_class_pointing": [finite(rate) for rate in played["per_class"]]}
     select_split = "train" if "train" in curves else "val"
     best = max(sweep, key=lambda t: curves[select_split][f"{t:g}"]["miou"])
-    splits = {split: dict(curve[f"{best:g}"], bg_threshold=best, per_class_pointing=pointing[split])
-              for split, curve in curves.items()}
+    splits = {split: dict(curve[f"{best:g}"], bg_threshold=best, **pointing[split]) for split, curve in curves.items()}
     extra = {
         "bg_threshold": best,
         "bg_curve": {split: {t: v["miou"] for t, v in curve.items()} for split, curve in curves.items()},
