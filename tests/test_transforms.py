@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import colorsys
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from wsss_core.data import (
@@ -18,6 +21,7 @@ from wsss_core.data import (
     collate_samples,
     voc_palette,
 )
+from wsss_core.data.transforms import _shift_hue
 
 MEAN = torch.tensor(IMAGENET_MEAN)[:, None, None]
 STD = torch.tensor(IMAGENET_STD)[:, None, None]
@@ -103,6 +107,19 @@ def test_color_jitter_changes_colours_only() -> None:
     assert torch.equal(plain.mask, jittered.mask)
     with pytest.raises(ValueError, match="hue=0.7 is invalid"):
         ColorJitter(hue=0.7)
+
+
+def test_hue_shift_rotates_the_colour_circle_within_8_bit_rounding() -> None:
+    red = Image.fromarray(np.full((4, 4, 3), (255, 0, 0), dtype=np.uint8))
+    for fraction, expected in ((1 / 3, (0, 255, 0)), (-1 / 3, (0, 0, 255))):  # 85 of 256 hue steps: within 6 levels
+        assert np.abs(np.asarray(_shift_hue(red, fraction), dtype=np.int64) - expected).max() <= 6
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    for fraction in (0.0, 0.07, -0.1):
+        turn = round(fraction * 255) / 256  # the 8-bit hue step torchvision's adjust_hue takes on PIL images
+        exact = np.array([[colorsys.hsv_to_rgb((h + turn) % 1, s, v) for h, s, v in
+                           (colorsys.rgb_to_hsv(*(px / 255)) for px in row)] for row in pixels]) * 255
+        error = np.abs(np.asarray(_shift_hue(Image.fromarray(pixels), fraction), dtype=np.float64) - exact)
+        assert error.mean() < 0.7 and error.max() < 10  # PIL's own 8-bit HSV round trip: 0.62-0.68 and 6-9
 
 
 def test_eval_transform_normalises_and_scales() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
@@ -224,9 +225,17 @@ def _adjust(image: Image.Image, op: str, factor: float) -> Image.Image:
         return ImageEnhance.Contrast(image).enhance(factor)
     if op == "saturation":
         return ImageEnhance.Color(image).enhance(factor)
-    hsv = np.asarray(image.convert("HSV")).copy()
-    hsv[..., 0] = (hsv[..., 0].astype(np.int64) + int(round(factor * 255))) % 256
-    return Image.fromarray(hsv, mode="HSV").convert("RGB")
+    return _shift_hue(image, factor)
+
+
+def _shift_hue(image: Image.Image, fraction: float) -> Image.Image:
+    """Rotate the hue by `fraction` of the colour circle, as torchvision's
+    adjust_hue on PIL images (the hue byte of 8-bit HSV shifted modulo 256),
+    through OpenCV's 8-bit HSV: 14x faster than PIL's HSV round trip, and
+    within 0.2 grey levels of it on average (bench/transforms.py)."""
+    hsv = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2HSV_FULL)
+    hsv[..., 0] += np.uint8(round(fraction * 255) % 256)  # uint8 arithmetic wraps modulo 256
+    return Image.fromarray(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL))
 
 
 def _resize(image: Image.Image, mask: np.ndarray | None, factor: float) -> tuple[Image.Image, np.ndarray | None]:
