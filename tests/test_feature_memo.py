@@ -140,6 +140,9 @@ def test_a_second_trial_reads_the_frozen_features_and_matches_a_run_without(tmp_
         line = next(line for line in log.splitlines() if f"{stage}: " in line and "feature forwards" in line)
         read, total = (int(word) for word in line.split(": ", 2)[-1].split()[:3:2])
         assert read == total > 0, line
+        skipped = f"{stage}: the feature memo holds these batches already"
+        assert skipped in log, f"the second trial draws the same batches: no warm-up pass at {stage}"
+        assert skipped not in (tmp_path / "first" / "pipeline.log").read_text()
     plain = run_pipeline(TINY, tmp_path / "plain", cache_dir=tmp_path / "plain-cache", progress=False,
                          overrides=[*FROZEN, "cam.lam=1.0"])
     for memo, without in zip(second.stages, plain.stages):

@@ -12,6 +12,9 @@ Processes that start together (the first trials of a sweep) split the work:
 each `warm`s the inputs it will need before using them, computing only those
 no other process has stored or claimed (a claim is a file created
 exclusively), and `maps` waits for an input another process is computing.
+A process that has gone through a whole set of inputs records it (`record_warmed`),
+so later processes with the same inputs skip the pass (`was_warmed`): a hint
+only, since `maps` still computes whatever it does not find.
 """
 from __future__ import annotations
 
@@ -106,6 +109,16 @@ class FeatureMemo:
         finally:
             os.close(handle)
             claim.unlink(missing_ok=True)
+
+    def was_warmed(self, inputs: str) -> bool:
+        """True when some process recorded a warm pass over the set of inputs named `inputs`."""
+        return (self.directory / "warmed" / inputs).is_file()
+
+    def record_warmed(self, inputs: str) -> None:
+        """Record that every input of the set named `inputs` is stored or claimed by a process."""
+        marker = self.directory / "warmed" / inputs
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
     def _path(self, x: torch.Tensor, which: slice) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)

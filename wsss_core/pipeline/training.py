@@ -3,6 +3,7 @@ AMP on CUDA, epoch checkpoints and resume, a tqdm bar per epoch."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import time
@@ -246,17 +247,43 @@ def warm_feature_memo(
     """Before training: store the fixed backbone maps of every batch of
     `epochs` in the feature memo (Backbone.warm_features), so processes that
     train on the same batches at once (a sweep's first trials) compute each
-    batch once between them. No-op without a memo."""
+    batch once between them. Skipped when a process has already gone through
+    the same batches (named by `_batches_name`): a later trial of the sweep
+    would only draw and augment every batch once more to find it stored.
+    No-op without a memo."""
     nets = [m for m in model.modules() if isinstance(getattr(m, "backbone", None), Backbone) and m.backbone.memo is not None]
     if not nets:
         return
-    batches = (batch for epoch in epochs for batch in epoch_batches(epoch))
+    memos = list({id(net.backbone.memo): net.backbone.memo for net in nets}.values())
     with torch.random.fork_rng(devices=[]):  # a DataLoader draws its base seed from torch's global generator
+        batches_name = _batches_name(nets, epoch_batches, epochs, num_steps, runtime)
+        if all(memo.was_warmed(batches_name) for memo in memos):
+            runtime.log.info("%s: the feature memo holds these batches already (warmed by an earlier run)", name)
+            return
+        batches = (batch for epoch in epochs for batch in epoch_batches(epoch))
         for batch in tqdm(batches, total=len(epochs) * num_steps, desc=f"{name} feature memo",
                           disable=not runtime.progress, leave=False, unit="batch"):
             with runtime.autocast():
                 for net in nets:
                     net.backbone.warm_features(batch.image, net.backbone_maps)
+    for memo in memos:
+        memo.record_warmed(batches_name)
+
+
+def _batches_name(
+    nets: list[nn.Module], epoch_batches: Callable[[int], Iterable[Batch]], epochs: range, num_steps: int,
+    runtime: Runtime,
+) -> str:
+    """A name (32 hex) for the batches of `epochs`: their count and the memo keys of each
+    epoch's first batch (which hold the seed's order and augmentation, the data and the
+    backbone's weights), without drawing the other batches."""
+    digest = hashlib.blake2b(f"{list(epochs)}|{num_steps}".encode(), digest_size=16)
+    for epoch in epochs:
+        first = next(iter(epoch_batches(epoch)))
+        with runtime.autocast():
+            for net in nets:
+                digest.update(net.backbone.memo.key(first.image, net.backbone_maps).encode())
+    return digest.hexdigest()
 
 
 EXPLODED = 1e4  # a parameter this large, when a forward pass fails, means training diverged
