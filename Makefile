@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/random_walk.py
 	$(BIN)/python bench/channels_last.py
+	$(BIN)/python bench/frozen_bf16.py
 	$(BIN)/python bench/transforms.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/study.py

@@ -61,6 +61,32 @@ def test_frozen_maps_are_read_back_exactly(tmp_path: Path) -> None:
     assert len(other_calls) == 1 and other.memo.directory != backbone.memo.directory, "other weights, other entries"
 
 
+def test_a_frozen_backbone_computes_its_fixed_maps_in_bfloat16_when_asked(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet_small", None).freeze()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        exact = backbone.features(x)[-1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = backbone.forward_stages(x)[-1].float()
+        rounded = backbone.compute_fixed_in(torch.bfloat16).features(x)[-1]
+    assert rounded.dtype == torch.float32 and torch.equal(rounded, expected)
+    error = float((rounded - exact).norm() / exact.norm())
+    assert 0 < error < 0.1, error
+
+    trainable = build_backbone("resnet_small", None).compute_fixed_in(torch.bfloat16)
+    trainable.load_state_dict(backbone.state_dict())
+    with torch.no_grad():
+        assert torch.equal(trainable.eval().features(x)[-1], exact), "weights that train are never rounded"
+
+    backbone.share_features(tmp_path)
+    backbone.features(x)
+    twin = build_backbone("resnet_small", None).freeze()
+    twin.load_state_dict(backbone.state_dict())
+    twin.share_features(tmp_path)
+    assert torch.equal(twin.features(x)[-1], exact) and twin.memo.misses == 1, "float32 never reads bfloat16 maps"
+
+
 def _slow_maps(log: list[float]):
     def compute(x: torch.Tensor) -> list[torch.Tensor]:
         log.append(float(x.flatten()[0]))

@@ -124,6 +124,7 @@ def test_stage_keys_chain_upstream_changes_downstream(tmp_path: Path) -> None:
     assert changed["segmentation"] != base["segmentation"]
     assert keys("eval.workers=3") == base  # the pool size does not change results
     assert keys("runtime.seed=1")["cam"] != base["cam"]
+    assert keys("runtime.frozen_bf16=true")["cam"] != base["cam"], "bfloat16 features change the results"
 
 
 def _context(cfg, tmp_path: Path) -> StageContext:

@@ -40,6 +40,8 @@ class Backbone(nn.Module):
     head_dropped: bool = False
     trunk_channels: int = 0
     memo: FeatureMemo | None = None
+    fixed_dtype: torch.dtype | None = None
+    """Autocast dtype of a frozen backbone's fixed part (`compute_fixed_in`); None: float32."""
 
     def freeze(self, train_head: bool = False) -> Backbone:
         """Fixed pretrained features: no gradients, and BatchNorm in eval mode
@@ -88,6 +90,14 @@ class Backbone(nn.Module):
         """The head layer: the trunk's last map -> the last map of forward_stages."""
         raise NotImplementedError(f"{type(self).__name__} has no head layer")
 
+    def compute_fixed_in(self, dtype: torch.dtype | None) -> Backbone:
+        """Run the fixed part of a frozen backbone (the trunk, or all of it) under
+        torch.autocast(dtype), e.g. torch.bfloat16 (None: float32); its maps come
+        back as float32. Call before `share_features` (memo entries are kept apart
+        by dtype). A backbone that trains ignores it."""
+        self.fixed_dtype = dtype
+        return self
+
     def share_features(self, directory: Path) -> FeatureMemo:
         """Serve fixed feature maps from a FeatureMemo in `directory`, keyed by
         the current weights (attach after loading them). With a trainable head
@@ -98,6 +108,8 @@ class Backbone(nn.Module):
             key, extra = weights_fingerprint(self, skip=self.head_modules()), f"stride {self.stride}, trunk"
         else:
             key, extra = weights_fingerprint(self), f"stride {self.stride}"
+        if self.fixed_dtype is not None:
+            extra += f", computed in {self.fixed_dtype}"
         self.memo = FeatureMemo(directory, key, extra=extra)
         return self.memo
 
@@ -131,7 +143,16 @@ class Backbone(nn.Module):
             self.memo.warm(self._fixed_part(), x, which)
 
     def _fixed_part(self) -> Callable[[torch.Tensor], list[torch.Tensor]]:
-        return self.trunk_stages if self.head_trains or self.head_dropped else self.forward_stages
+        compute = self.trunk_stages if self.head_trains or self.head_dropped else self.forward_stages
+        if self.fixed_dtype is None or not self.frozen:
+            return compute
+        dtype = self.fixed_dtype
+
+        def in_dtype(x: torch.Tensor) -> list[torch.Tensor]:
+            with torch.autocast(x.device.type, dtype=dtype):
+                maps = compute(x)
+            return [m.float() for m in maps]
+        return in_dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] -> [B, out_channels, ~H/stride, ~W/stride]."""

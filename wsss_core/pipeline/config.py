@@ -342,7 +342,12 @@ class RuntimeConfig:
     ($WSSS_FEATURE_MEMO, else <temp>/wsss-feature-memo; wsss_core.models.
     feature_memo): trials that differ only downstream of a frozen backbone
     compute its maps once. Exact (float32 as computed); it costs disk, about
-    1 MB per 224 px image view at stride 16, and may be deleted at any time."""
+    1 MB per 224 px image view at stride 16, and may be deleted at any time.
+    frozen_bf16: a frozen backbone's fixed part runs under bfloat16 autocast
+    (its maps return as float32; the layers that train stay float32): 2.5x
+    faster on a CPU with AVX-512 BF16 or AMX (bench/frozen_bf16.py), slower
+    on one without; the maps differ from float32 by ~3% (relative L2), so the
+    results differ from a float32 run's."""
 
     seed: int = 0
     device: str = "auto"
@@ -351,6 +356,7 @@ class RuntimeConfig:
     threads: int | None = None
     loader_workers: int = 0
     feature_memo: bool = False
+    frozen_bf16: bool = False
 
     def validate(self, section: str = "runtime") -> None:
         _require(self.device in DEVICES, "runtime.device", self.device, ", ".join(DEVICES))

@@ -292,12 +292,12 @@ def _coordinator(cfg: PipelineConfig) -> PipelineConfig:
 
 
 def _stage_keys(cfg: PipelineConfig, datasets: dict[str, Any], code: str) -> dict[str, str]:
-    """cam <- (cam, crf, eval, seed/amp/channels_last); affinity <- (affinity, ...)
+    """cam <- (cam, crf, eval, seed/amp/channels_last/frozen_bf16); affinity <- (affinity, ...)
     + cam key; segmentation <- (segmentation, crf, ...) + affinity key."""
     sections = config_to_dict(cfg)
     shared = {
         "eval": {k: v for k, v in sections["eval"].items() if k != "workers"},
-        "runtime": {k: sections["runtime"][k] for k in ("seed", "amp", "channels_last")},
+        "runtime": {k: sections["runtime"][k] for k in ("seed", "amp", "channels_last", "frozen_bf16")},
     }
     identity = _dataset_identity(cfg, datasets)
     weights = {name: _weights_digest(sections[name].get("weights")) for name in STAGES}

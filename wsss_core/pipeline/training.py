@@ -36,7 +36,7 @@ def freeze_as_configured(backbone: Backbone, config: TrainingConfig) -> bool:
 @dataclass(frozen=True)
 class Runtime:
     """Resolved runtime: device, AMP (CUDA only), channels_last, seed, loader
-    workers, whether to draw progress bars, the run's logger, what to call
+    workers, bfloat16 frozen backbones, whether to draw progress bars, the run's logger, what to call
     after each epoch checkpoint is written (e.g. upload it to a shared store),
     and the folder of the machine's feature memo (None: off)."""
 
@@ -49,6 +49,7 @@ class Runtime:
     log: logging.Logger
     on_checkpoint: Callable[[], None] | None = None
     feature_memo: Path | None = None
+    frozen_bf16: bool = False
 
     @classmethod
     def from_config(cls, config: RuntimeConfig, *, progress: bool, log: logging.Logger) -> Runtime:
@@ -66,6 +67,7 @@ class Runtime:
             progress=progress,
             log=log,
             feature_memo=default_memo_dir() if config.feature_memo else None,
+            frozen_bf16=config.frozen_bf16,
         )
 
     def to_device(self, model: nn.Module) -> nn.Module:
@@ -73,9 +75,13 @@ class Runtime:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def fix_backbone(self, backbone: Backbone, config: TrainingConfig) -> None:
-        """freeze_as_configured, for training and inference alike, and read the
-        frozen backbone's fixed maps from the feature memo when that is on."""
-        if freeze_as_configured(backbone, config) and self.feature_memo is not None:
+        """freeze_as_configured, for training and inference alike; a frozen
+        backbone computes its fixed maps in bfloat16 when `frozen_bf16` is on and
+        reads them from the feature memo when that is on."""
+        if not freeze_as_configured(backbone, config):
+            return
+        backbone.compute_fixed_in(torch.bfloat16 if self.frozen_bf16 else None)
+        if self.feature_memo is not None:
             backbone.share_features(self.feature_memo)
 
     def images(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,86 @@
+"""CPU speed of `runtime.frozen_bf16`: a frozen backbone's fixed maps under
+bfloat16 autocast vs float32, for the demo's stages.
+
+Times the fixed part each stage of `search_spaces/pipeline_demo.yaml` computes
+on a frozen EfficientNet-Lite0 (CAM network and DeepLab: the trunk at their
+224 px crops, stride 8; AffinityNet: the whole backbone at its 96 px crops),
+batch 8, channels_last, one thread by default. Both precisions are timed in the
+same run, alternating, best of `--repeats`; the ratio is float32 time /
+bfloat16 time (> 1: bfloat16 is faster). Also prints how far the bfloat16 maps
+are from the float32 ones (relative L2 of the last map) and whether this CPU
+reports native bfloat16 instructions (AVX-512 BF16 or AMX; without them
+oneDNN emulates bfloat16 and the ratio falls below 1).
+
+    .venv/bin/python bench/frozen_bf16.py [--repeats 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from wsss_core.models import build_backbone
+from wsss_core.pipeline.config import load_config
+from wsss_core.pipeline.stage_cam import build_cam_net
+from wsss_core.pipeline.stage_segmentation import build_deeplab
+from wsss_core.pipeline.training import freeze_as_configured
+
+CONFIG = "search_spaces/pipeline_demo.yaml"
+BATCH = 8
+NUM_CLASSES = 6
+
+
+def _cpu_bf16_flags() -> str:
+    """The CPU's native bfloat16 flags from /proc/cpuinfo ('none' when absent or unreadable)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    found = [flag for flag in ("avx512_bf16", "amx_bf16") if f" {flag}" in flags]
+    return ", ".join(found) or "none"
+
+
+def _ms_per_image(backbone: torch.nn.Module, x: torch.Tensor) -> float:
+    """One warm-up call, then one timed call of the fixed part; milliseconds per image."""
+    with torch.no_grad():
+        backbone.features(x)
+        start = time.perf_counter()
+        backbone.features(x)
+    return 1000 * (time.perf_counter() - start) / BATCH
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per case, best kept (default: 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, as the demo's trials)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(CONFIG)
+    networks = {
+        "cam": (build_cam_net(cfg.cam, NUM_CLASSES, 0).backbone, cfg.cam),
+        "affinity": (build_backbone(cfg.affinity.backbone, cfg.affinity.weights, cfg.affinity.output_stride), cfg.affinity),
+        "deeplab": (build_deeplab(cfg.segmentation, NUM_CLASSES, cfg.segmentation.weights).backbone, cfg.segmentation),
+    }
+    print(f"CPU bfloat16 instructions: {_cpu_bf16_flags()}; {args.threads} thread(s), batch {BATCH}, channels_last")
+    print(f"{'stage':9s} {'fp32 ms/img':>12s} {'bf16 ms/img':>12s} {'ratio':>6s} {'rel. L2':>8s}")
+    for name, (backbone, config) in networks.items():
+        freeze_as_configured(backbone, config)
+        backbone.to(memory_format=torch.channels_last)
+        x = torch.rand(BATCH, 3, config.crop_size, config.crop_size).contiguous(memory_format=torch.channels_last)
+        times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        for _ in range(args.repeats):
+            for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+                times[precision].append(_ms_per_image(backbone.compute_fixed_in(dtype), x))
+        with torch.no_grad():
+            exact = backbone.compute_fixed_in(None).features(x)[-1]
+            rounded = backbone.compute_fixed_in(torch.bfloat16).features(x)[-1]
+        error = float((rounded - exact).norm() / exact.norm())
+        fp32, bf16 = min(times["fp32"]), min(times["bf16"])
+        print(f"{name:9s} {fp32:12.1f} {bf16:12.1f} {fp32 / bf16:6.2f} {error:8.4f}")
+
+
+if __name__ == "__main__":
+    main()
