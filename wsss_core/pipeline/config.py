@@ -344,10 +344,10 @@ class RuntimeConfig:
     compute its maps once. Exact (float32 as computed); it costs disk, about
     1 MB per 224 px image view at stride 16, and may be deleted at any time.
     frozen_bf16: a frozen backbone's fixed part runs under bfloat16 autocast
-    (its maps return as float32; the layers that train stay float32): 2.5x
-    faster on a CPU with AVX-512 BF16 or AMX (bench/frozen_bf16.py), slower
-    on one without; the maps differ from float32 by ~3% (relative L2), so the
-    results differ from a float32 run's."""
+    (its maps return as float32; the layers that train stay float32):
+    1.9-2.6x faster on a CPU with AVX-512 BF16 (bench/frozen_bf16.py), slower
+    on one without native bfloat16; the maps differ from float32 by ~5%
+    (relative L2), so the results differ from a float32 run's."""
 
     seed: int = 0
     device: str = "auto"
