@@ -24,6 +24,7 @@ import torch
 
 from wsss_core.models import build_backbone
 from wsss_core.pipeline.config import load_config
+from wsss_core.pipeline.native_bf16 import cpu_bf16_flags
 from wsss_core.pipeline.stage_cam import build_cam_net
 from wsss_core.pipeline.stage_segmentation import build_deeplab
 from wsss_core.pipeline.training import freeze_as_configured
@@ -34,13 +35,12 @@ NUM_CLASSES = 6
 
 
 def _cpu_bf16_flags() -> str:
-    """The CPU's native bfloat16 flags from /proc/cpuinfo ('none' when absent or unreadable)."""
+    """The CPU's native bfloat16 flags from /proc/cpuinfo ('none'; 'unknown' when unreadable)."""
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    found = [flag for flag in ("avx512_bf16", "amx_bf16") if f" {flag}" in flags]
-    return ", ".join(found) or "none"
+        flags = cpu_bf16_flags(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        flags = None
+    return "unknown" if flags is None else ", ".join(flags) or "none"
 
 
 def _ms_per_image(backbone: torch.nn.Module, x: torch.Tensor) -> float:

@@ -287,8 +287,10 @@ def _runtime(cfg: PipelineConfig, progress: bool, log: logging.Logger) -> Runtim
 
 def _coordinator(cfg: PipelineConfig) -> PipelineConfig:
     """The config of a process that computes no stage itself: device cpu (the
-    runtime is resolved but never trains, and CUDA need not exist here)."""
-    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device="cpu"))
+    runtime is resolved but never trains, and CUDA need not exist here), and
+    frozen_bf16 off (it computes no maps: no warning about this CPU; the stage
+    keys come from `cfg`)."""
+    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, device="cpu", frozen_bf16=False))
 
 
 def _stage_keys(cfg: PipelineConfig, datasets: dict[str, Any], code: str) -> dict[str, str]:

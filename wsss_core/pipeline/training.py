@@ -23,6 +23,7 @@ from wsss_core.models import Backbone
 from wsss_core.models.feature_memo import default_memo_dir
 from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
 from wsss_core.pipeline.config import ConfigError, RuntimeConfig, TrainingConfig
+from wsss_core.pipeline.native_bf16 import native_bf16
 
 
 def freeze_as_configured(backbone: Backbone, config: TrainingConfig) -> bool:
@@ -58,6 +59,11 @@ class Runtime:
             raise ConfigError("runtime.device='cuda' is invalid here: CUDA is not available; allowed: auto, cpu")
         device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and cuda) else "cpu")
         on_cuda = device.type == "cuda"
+        if config.frozen_bf16 and native_bf16(device) is False:
+            log.warning(
+                "runtime.frozen_bf16 is on, but this %s has no native bfloat16: the frozen backbones' "
+                "maps will compute slower than in float32; set runtime.frozen_bf16=false", device.type,
+            )
         return cls(
             device=device,
             amp=config.amp and on_cuda,
