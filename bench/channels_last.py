@@ -13,8 +13,6 @@ ratio is NCHW time / NHWC time (> 1: channels_last is faster).
 
 from __future__ import annotations
 
-import argparse
-import time
 from collections.abc import Callable
 
 import torch
@@ -24,6 +22,8 @@ from wsss_core.pipeline.config import load_config
 from wsss_core.pipeline.stage_cam import build_cam_net
 from wsss_core.pipeline.stage_segmentation import build_deeplab
 from wsss_core.pipeline.training import freeze_as_configured
+
+from speed_timing import ms_per_image, speed_arguments
 
 CONFIG = "search_spaces/pipeline_demo.yaml"
 BATCH = 8
@@ -42,20 +42,8 @@ def _step(model: nn.Module, x: torch.Tensor, train: bool) -> Callable[[], None]:
     return run
 
 
-def _ms_per_image(run: Callable[[], None]) -> float:
-    """One warm-up call, then one timed call; milliseconds per image."""
-    run()
-    start = time.perf_counter()
-    run()
-    return 1000 * (time.perf_counter() - start) / BATCH
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per case, best kept (default: 3)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, as the demo's trials)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = speed_arguments(__doc__)
     cfg = load_config(CONFIG)
     cam, deeplab = build_cam_net(cfg.cam, NUM_CLASSES, 0), build_deeplab(cfg.segmentation, NUM_CLASSES,
                                                                          cfg.segmentation.weights)
@@ -72,7 +60,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 for layout, memory_format in layouts.items():  # Module.to converts in place
                     step = _step(model.to(memory_format=memory_format), x.contiguous(memory_format=memory_format), train)
-                    times[layout].append(_ms_per_image(step))
+                    times[layout].append(ms_per_image(step, BATCH))
             nchw, nhwc = min(times["nchw"]), min(times["nhwc"])
             print(f"{name:8s} {'train' if train else 'infer':6s} {nchw:12.1f} {nhwc:12.1f} {nchw / nhwc:6.2f}")
 

@@ -16,8 +16,6 @@ oneDNN emulates bfloat16 and the ratio falls below 1).
 
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +26,8 @@ from wsss_core.pipeline.native_bf16 import cpu_bf16_flags
 from wsss_core.pipeline.stage_cam import build_cam_net
 from wsss_core.pipeline.stage_segmentation import build_deeplab
 from wsss_core.pipeline.training import freeze_as_configured
+
+from speed_timing import ms_per_image, speed_arguments
 
 CONFIG = "search_spaces/pipeline_demo.yaml"
 BATCH = 8
@@ -43,21 +43,8 @@ def _cpu_bf16_flags() -> str:
     return "unknown" if flags is None else ", ".join(flags) or "none"
 
 
-def _ms_per_image(backbone: torch.nn.Module, x: torch.Tensor) -> float:
-    """One warm-up call, then one timed call of the fixed part; milliseconds per image."""
-    with torch.no_grad():
-        backbone.features(x)
-        start = time.perf_counter()
-        backbone.features(x)
-    return 1000 * (time.perf_counter() - start) / BATCH
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per case, best kept (default: 3)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, as the demo's trials)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = speed_arguments(__doc__)
     cfg = load_config(CONFIG)
     networks = {
         "cam": (build_cam_net(cfg.cam, NUM_CLASSES, 0).backbone, cfg.cam),
@@ -73,7 +60,9 @@ def main() -> None:
         times: dict[str, list[float]] = {"fp32": [], "bf16": []}
         for _ in range(args.repeats):
             for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-                times[precision].append(_ms_per_image(backbone.compute_fixed_in(dtype), x))
+                backbone.compute_fixed_in(dtype)
+                with torch.no_grad():
+                    times[precision].append(ms_per_image(lambda: backbone.features(x), BATCH))
         with torch.no_grad():
             exact = backbone.compute_fixed_in(None).features(x)[-1]
             rounded = backbone.compute_fixed_in(torch.bfloat16).features(x)[-1]
