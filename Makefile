@@ -35,6 +35,7 @@ test: $(TEST_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/fsl.py
 	$(BIN)/python bench/fsl_pairs.py
+	$(BIN)/python bench/fsl_oracle.py
 	$(BIN)/python bench/cam_fsl_seeds.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/random_walk.py

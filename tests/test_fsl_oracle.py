@@ -1,0 +1,79 @@
+"""bench/fsl_oracle.py's direct minimisation of L_fs (Eq. 9) over a map: it moves a
+misplaced soft boundary onto the colour edge, and its KL anchor holds the map."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wsss_core.fsl import feature_similarity_loss
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    """bench/<name>.py as a module (registered under its name: fsl_oracle imports fsl_pairs)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_load("fsl_pairs")
+oracle = _load("fsl_oracle")
+
+SIZE, EDGE, START_EDGE = 16, 8, 5
+
+
+def two_colours() -> torch.Tensor:
+    """[1,3,16,16]: red columns 0-7, blue columns 8-15."""
+    image = torch.zeros(1, 3, SIZE, SIZE)
+    image[:, 0, :, :EDGE] = 1.0
+    image[:, 2, :, EDGE:] = 1.0
+    return image
+
+
+def misplaced_map() -> torch.Tensor:
+    """[1,2,16,16] soft map whose class-1 side starts at column 5 instead of the edge at 8."""
+    columns = torch.arange(SIZE, dtype=torch.float32)
+    p1 = torch.sigmoid((columns - START_EDGE + 0.5) / 1.5).expand(SIZE, SIZE)
+    return torch.stack([1 - p1, p1])[None]
+
+
+def first_class1_column(maps: torch.Tensor) -> int:
+    label = oracle.label_of(maps, np.array([0, 1]), (SIZE, SIZE))
+    assert (label == label[:1]).all(), "the boundary is not a vertical line"
+    return int(np.flatnonzero(label[0] == 1)[0])
+
+
+def test_minimising_fsl_moves_the_boundary_to_the_colour_edge():
+    image, start = two_colours(), misplaced_map()
+    assert first_class1_column(start) == START_EDGE
+    refined = oracle.minimise_fsl(image, start, beta=0.1, steps=150, sigma=2.0, mu=2.5)
+    assert first_class1_column(refined) == EDGE
+    before = feature_similarity_loss(image, start, 2.0, 2.5)
+    after = feature_similarity_loss(image, refined, 2.0, 2.5)
+    assert after < before - 0.05
+
+
+def test_a_strong_kl_anchor_keeps_the_map():
+    image, start = two_colours(), misplaced_map()
+    refined = oracle.minimise_fsl(image, start, beta=1000.0, steps=150, sigma=2.0, mu=2.5)
+    assert first_class1_column(refined) == START_EDGE
+    assert torch.allclose(refined, start, atol=0.02)
+
+
+def test_class_maps_put_one_minus_max_foreground_first_and_sum_to_one():
+    fg = np.zeros((2, 8, 8), dtype=np.float32)
+    fg[0, :, :4] = 0.9
+    fg[1, :, 4:] = 0.3
+    maps = oracle.class_maps(fg, (4, 4))
+    assert maps.shape == (1, 3, 4, 4)
+    assert torch.allclose(maps.sum(1), torch.ones(1, 4, 4))
+    assert torch.allclose(maps[0, 0, :, :2], torch.full((4, 2), 0.1 / 1.0))
+    assert torch.allclose(maps[0, 0, :, 2:], torch.full((4, 2), 0.7))
