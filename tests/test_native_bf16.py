@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from wsss_core.pipeline import training
-from wsss_core.pipeline.config import RuntimeConfig
+from wsss_core.pipeline import runner, training
+from wsss_core.pipeline.config import RuntimeConfig, load_config
 from wsss_core.pipeline.native_bf16 import cpu_bf16_flags, native_bf16
 from wsss_core.pipeline.training import Runtime
 
+DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_demo.yaml"
 X86_FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni {}\nbugs\t\t: spectre_v1\n"
 ARM_FEATURES = "processor\t: 0\nFeatures\t: fp asimd sve {}\nCPU implementer\t: 0x41\n"
 
@@ -49,3 +50,20 @@ def test_runtime_warns_when_frozen_bf16_is_on_without_native_bfloat16(
     assert len(warnings) == int(warns), warnings
     if warns:
         assert "no native bfloat16" in warnings[0] and "runtime.frozen_bf16=false" in warnings[0]
+
+
+@pytest.mark.parametrize(("frozen_stages", "warns"), [((), False), (("affinity",), True)])
+def test_a_run_without_a_frozen_backbone_does_not_warn(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, frozen_stages: tuple[str, ...], warns: bool,
+) -> None:
+    """frozen_bf16 changes nothing where no stage freezes its backbone, so such a run gets no warning."""
+    monkeypatch.setattr(training, "native_bf16", lambda device: False)
+    overrides = ["runtime.frozen_bf16=true", "runtime.device=cpu", "cam.train_backbone_head=false"]
+    overrides += [f"{stage}.freeze_backbone={str(stage in frozen_stages).lower()}"
+                  for stage in ("cam", "affinity", "segmentation")]
+    config = load_config(DEMO, overrides)
+    log = logging.getLogger("test_native_bf16.run")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        runtime = runner._runtime(config, False, log)
+    assert runtime.frozen_bf16 is warns
+    assert sum("no native bfloat16" in r.getMessage() for r in caplog.records) == int(warns)

@@ -278,7 +278,11 @@ def compute_stage(
 
 
 def _runtime(cfg: PipelineConfig, progress: bool, log: logging.Logger) -> Runtime:
-    """The resolved runtime; sets torch's thread count when runtime.threads is set."""
+    """The resolved runtime; sets torch's thread count when runtime.threads is set.
+    frozen_bf16 acts only on frozen backbones: with none it is turned off here
+    (no warning about this device; the stage keys come from `cfg`)."""
+    if not any(section.freeze_backbone for section in (cfg.cam, cfg.affinity, cfg.segmentation)):
+        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, frozen_bf16=False))
     runtime = Runtime.from_config(cfg.runtime, progress=progress, log=log)
     if cfg.runtime.threads is not None:
         torch.set_num_threads(cfg.runtime.threads)
