@@ -346,7 +346,7 @@ class RuntimeConfig:
     frozen_bf16: a frozen backbone's fixed part runs under bfloat16 autocast
     (its maps return as float32; the layers that train stay float32):
     1.9-2.6x faster on a CPU with AVX-512 BF16 (bench/frozen_bf16.py), slower
-    on one without native bfloat16 (the run then logs a warning:
+    on one without native bfloat16 (a run with a frozen backbone then warns:
     wsss_core.pipeline.native_bf16); the maps differ from float32 by ~5%
     (relative L2), so the results differ from a float32 run's."""
 
