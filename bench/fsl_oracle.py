@@ -1,39 +1,51 @@
 """Whether FSL's objective favours the true contours, and how far the CAM network follows it.
 
-    python bench/fsl_oracle.py [CONFIG.yaml] [--lam 0.5] [--seed 0] [--betas 1 0.3 0.1] [--steps 150] [--set key=value ...]
+    python bench/fsl_oracle.py [CONFIG.yaml] [--start cam|blurred-truth] [--blur 1.5] [--lam 0.5] [--seed 0]
+                               [--betas 1 0.3 0.1] [--steps 150] [--set key=value ...]
 
-Trains stage 1 of CONFIG (default: the demo pipeline) with FSL off and on
-(run_pipeline(until="cam"), both at once with one thread each, on a fresh
-temporary cache and feature memo). Then, on the val split, at the CAM stage's
-map size (the image resized to long side cam.crop_size, then to
-crop_size / output_stride cells with cam.fsl_resize, as bench/fsl_pairs.py):
+Everything is measured on the val split at the CAM stage's map size (the
+image resized to long side cam.crop_size, then to crop_size / output_stride
+cells with cam.fsl_resize, as bench/fsl_pairs.py), with L_fs = paper Eq. 9
+("pixels", cam.fsl_sigma_init and cam.fsl_mu_init) over the background and
+the image's classes. "L_fs + beta KL minimised" is Adam (lr 0.05, --steps)
+on the logits of a map q, minimising L_fs(q) + beta * KL(start || q), for
+each --betas, then scored as a label map (argmax after bilinear resizing):
+what FSL makes of the contours where nothing but the anchor holds the map.
 
-* L_fs (paper Eq. 9, "pixels", cam.fsl_sigma_init and cam.fsl_mu_init) of
-  three maps over the background and the image's classes: the ground truth
-  (one-hot, area-resized; void counts as background) and the label-conditioned
-  CAMs of the FSL-off and FSL-on networks (background 1 - max foreground, the
-  pseudo-label rule "one_minus_sum"). FSL asks for a lower value;
-* the contour F and mIoU of the FSL-off CAM's pseudo-labels: as the pipeline
-  scores them, after the round trip to the map size and back (bilinear), and
-  after minimising L_fs + beta * KL(CAM || map) directly over the map's
-  logits (Adam, lr 0.05, --steps) for each --betas: what FSL would make of
-  the contours if the network could move its maps freely.
+--start cam (default) trains stage 1 of CONFIG (default: the demo pipeline)
+with FSL off and on (run_pipeline(until="cam"), both at once with one thread
+each, on a fresh temporary cache and feature memo) and prints:
 
-The FSL-on network's own scores are the stage's, printed with its L_fs.
+* L_fs of the ground truth (one-hot, area-resized; void counts as
+  background) and of the label-conditioned CAMs of both networks (background
+  1 - max foreground, the pseudo-label rule "one_minus_sum");
+* contour F and mIoU of both networks' pseudo-labels as the pipeline scores
+  them, of the FSL-off CAM after the round trip to the map size and back, and
+  of the FSL-off CAM after the minimisation.
+
+--start blurred-truth trains nothing: the ground truth at the map size,
+blurred by a Gaussian of --blur cells, is the start (FSL's premise on the
+photos of CONFIG, e.g. the paper's geometry on real photos:
+search_spaces/pipeline_paper_voc.yaml --set data.root=...).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from fsl_pairs import map_inputs  # bench/ is the script's directory
+from torchvision.transforms.v2.functional import gaussian_blur
+from tqdm import tqdm
 
 from wsss_core.data import build_dataset
 from wsss_core.fsl import feature_similarity_loss
@@ -93,66 +105,112 @@ def label_of(maps: torch.Tensor, classes: np.ndarray, size: tuple[int, int]) -> 
     return classes[up[0].argmax(0).numpy()].astype(np.uint8)
 
 
+def cam_rows(sample: Any, image: torch.Tensor, cells: tuple[int, int], fsl: Callable[[torch.Tensor], float],
+             dirs: dict[str, Path], minimise: Callable[[torch.Tensor, float], torch.Tensor], betas: list[float],
+             cam: Any, num_classes: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """--start cam, one image -> ({map: L_fs}, {row: pseudo-label [H,W]})."""
+    energy, labels, maps = {}, {}, {}
+    for name, stage_dir in dirs.items():
+        fg, present = read_cam(stage_dir, "val", sample.name)
+        classes = np.concatenate([[0], present])
+        maps[name] = class_maps(fg, cells)
+        energy[name] = fsl(maps[name])
+        labels[name] = cam_label(fg, present, num_classes, cam.bg, cam.bg_threshold)
+    energy["ground truth"] = fsl(truth_maps(sample.mask, classes, cells))
+    start = maps["CAM, FSL off"]
+    labels["FSL off, map-size round trip"] = label_of(start, classes, sample.mask.shape)
+    for beta in betas:
+        labels[f"FSL off, L_fs + {beta:g} KL minimised"] = label_of(minimise(start, beta), classes, sample.mask.shape)
+    return energy, labels
+
+
+def truth_rows(sample: Any, cells: tuple[int, int], fsl: Callable[[torch.Tensor], float],
+               minimise: Callable[[torch.Tensor, float], torch.Tensor], betas: list[float], blur: float
+               ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """--start blurred-truth, one image -> ({map: L_fs}, {row: label [H,W]})."""
+    mask = sample.mask
+    classes = np.union1d([0], mask[mask != 255])
+    truth = truth_maps(mask, classes, cells)
+    radius = math.ceil(3 * blur)
+    blurred = gaussian_blur(truth, kernel_size=[2 * radius + 1] * 2, sigma=[blur] * 2)
+    energy = {"ground truth": fsl(truth), "blurred ground truth": fsl(blurred)}
+    labels = {"ground truth, map-size round trip": label_of(truth, classes, mask.shape),
+              "blurred ground truth": label_of(blurred, classes, mask.shape)}
+    for beta in betas:
+        labels[f"blurred, L_fs + {beta:g} KL minimised"] = label_of(minimise(blurred, beta), classes, mask.shape)
+    return energy, labels
+
+
+def train_cams(args: argparse.Namespace, tmp: Path, cache: Path) -> dict[str, Path]:
+    """Stage 1 with FSL off and on, at once -> {"CAM, FSL off": folder, "CAM, FSL on": folder}."""
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        futures = {f"CAM, FSL {'on' if fsl else 'off'}": pool.submit(
+            cam_stage_dir, args.config, str(tmp / f"run-{fsl}"), str(cache), [
+                *args.overrides, f"cam.lam={args.lam}", f"cam.fsl={str(fsl).lower()}", f"runtime.seed={args.seed}",
+                "runtime.threads=1", "eval.workers=0"]) for fsl in (False, True)}
+        return {name: Path(future.result()) for name, future in futures.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", default=str(DEMO), help="pipeline config (default: the demo's)")
+    parser.add_argument("--start", choices=("cam", "blurred-truth"), default="cam",
+                        help="the maps to minimise from: the FSL-off CAM (trains stage 1 twice; default) "
+                             "or the ground truth blurred by --blur (no training)")
+    parser.add_argument("--blur", type=float, default=1.5, help="Gaussian std in map cells for blurred-truth (default 1.5)")
     parser.add_argument("--lam", type=float, default=0.5, help="cam.lam of both runs (default 0.5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.3, 0.1],
-                        help="weights of the KL anchor to the CAM (default 1 0.3 0.1)")
+                        help="weights of the KL anchor to the start (default 1 0.3 0.1)")
     parser.add_argument("--steps", type=int, default=150, help="Adam steps per image (default 150)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     config = load_config(args.config, args.overrides)
     cam = config.cam
-    if cam.bg != "one_minus_sum":
+    if args.start == "cam" and cam.bg != "one_minus_sum":
         parser.error(f"cam.bg={cam.bg!r} is not supported here; the maps' background is 1 - max foreground (cam.bg=one_minus_sum)")
+    if not args.blur > 0:
+        parser.error(f"--blur={args.blur!r} is not allowed; use a number > 0")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    energy: dict[str, list[float]] = {}
+    scores: dict[str, tuple[ContourFScore, MeanIoU]] = {}
     with tempfile.TemporaryDirectory(prefix="wsss-fsl-oracle-") as tmp:
         os.environ[MEMO_ENV] = str(Path(tmp) / "feature_memo")
         cache = Path(tmp) / "cache"
         dataset = build_dataset(config.data, "val", cache_dir=cache / "data")
-        build_dataset(config.data, "train", cache_dir=cache / "data")
         num_classes = len(dataset.class_names)
-        with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(cam_stage_dir, args.config, str(Path(tmp) / f"run-{fsl}"), str(cache), [
-                *args.overrides, f"cam.lam={args.lam}", f"cam.fsl={str(fsl).lower()}", f"runtime.seed={args.seed}",
-                "runtime.threads=1", "eval.workers=0"]) for fsl in (False, True)]
-            off_dir, on_dir = (Path(f.result()) for f in futures)
-        energy = {"ground truth": [], "CAM, FSL off": [], "CAM, FSL on": []}
-        rows = ["CAM, FSL off", "CAM, FSL on", "FSL off, map-size round trip",
-                *(f"FSL off, L_fs + {beta:g} KL minimised" for beta in args.betas)]
-        scores = {row: (ContourFScore(num_classes, config.eval.bound_th), MeanIoU(num_classes)) for row in rows}
-        for index in range(len(dataset)):
+        if args.start == "cam":
+            build_dataset(config.data, "train", cache_dir=cache / "data")
+            dirs = train_cams(args, Path(tmp), cache)
+        for index in tqdm(range(len(dataset)), desc="fsl oracle", unit="img", leave=False):
             sample = dataset.load(index)
             image, _ = map_inputs(sample.image, sample.mask, cam.crop_size, cam.output_stride, cam.fsl_resize)
-            image, cells, size = image[None], tuple(image.shape[-2:]), sample.mask.shape
+            image, cells = image[None], tuple(image.shape[-2:])
 
-            def fsl(maps: torch.Tensor) -> float:
+            def fsl(maps: torch.Tensor, image: torch.Tensor = image) -> float:
                 return float(feature_similarity_loss(image, maps, cam.fsl_sigma_init, cam.fsl_mu_init, resize="area"))
 
-            maps, labels = {}, {}
-            for name, stage_dir in (("CAM, FSL off", off_dir), ("CAM, FSL on", on_dir)):
-                fg, present = read_cam(stage_dir, "val", sample.name)
-                classes = np.concatenate([[0], present])
-                maps[name] = class_maps(fg, cells)
-                energy[name].append(fsl(maps[name]))
-                labels[name] = cam_label(fg, present, num_classes, cam.bg, cam.bg_threshold)
-            energy["ground truth"].append(fsl(truth_maps(sample.mask, classes, cells)))
-            labels["FSL off, map-size round trip"] = label_of(maps["CAM, FSL off"], classes, size)
-            for beta in args.betas:
-                refined = minimise_fsl(image, maps["CAM, FSL off"], beta, args.steps, cam.fsl_sigma_init, cam.fsl_mu_init)
-                labels[f"FSL off, L_fs + {beta:g} KL minimised"] = label_of(refined, classes, size)
+            def minimise(start: torch.Tensor, beta: float, image: torch.Tensor = image) -> torch.Tensor:
+                return minimise_fsl(image, start, beta, args.steps, cam.fsl_sigma_init, cam.fsl_mu_init)
+
+            if args.start == "cam":
+                energies, labels = cam_rows(sample, image, cells, fsl, dirs, minimise, args.betas, cam, num_classes)
+            else:
+                energies, labels = truth_rows(sample, cells, fsl, minimise, args.betas, args.blur)
+            for name, value in energies.items():
+                energy.setdefault(name, []).append(value)
             for row, label in labels.items():
-                for score in scores[row]:
+                for score in scores.setdefault(row, (ContourFScore(num_classes, config.eval.bound_th), MeanIoU(num_classes))):
                     score.update(label, sample.mask)
+    start = (f"lambda {args.lam:g}, seed {args.seed}" if args.start == "cam"
+             else f"ground truth blurred by {args.blur:g} cells")
     print(f"config: {args.config}" + (f" {' '.join(args.overrides)}" if args.overrides else "")
-          + f"; lambda {args.lam:g}, seed {args.seed}, {len(dataset)} val images, map {cells[0]} x {cells[1]}, "
+          + f"; {start}; {len(dataset)} val images, last map {cells[0]} x {cells[1]}, "
           f"sigma {cam.fsl_sigma_init:g}, mu {cam.fsl_mu_init:g}")
-    print(f"{'val L_fs (Eq. 9, lower is what FSL asks for)':46s}")
+    print("val L_fs (Eq. 9, lower is what FSL asks for)")
     for name, values in energy.items():
         print(f"  {name:44s} {np.mean(values):+.4f}")
-    print(f"{'val pseudo-labels':46s} {'contour F':>9s} {'mIoU':>6s}")
+    print(f"{'val label maps':46s} {'contour F':>9s} {'mIoU':>6s}")
     for row, (contour, miou) in scores.items():
         print(f"  {row:44s} {100 * contour.compute()['mean']:9.1f} {100 * miou.compute()['mean']:6.1f}", flush=True)
 
