@@ -16,13 +16,11 @@ oneDNN emulates bfloat16 and the ratio falls below 1).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from wsss_core.models import build_backbone
 from wsss_core.pipeline.config import load_config
-from wsss_core.pipeline.native_bf16 import cpu_bf16_flags
+from wsss_core.pipeline.native_bf16 import read_cpu_bf16_flags
 from wsss_core.pipeline.stage_cam import build_cam_net
 from wsss_core.pipeline.stage_segmentation import build_deeplab
 from wsss_core.pipeline.training import freeze_as_configured
@@ -36,10 +34,7 @@ NUM_CLASSES = 6
 
 def _cpu_bf16_flags() -> str:
     """The CPU's native bfloat16 flags from /proc/cpuinfo ('none'; 'unknown' when unreadable)."""
-    try:
-        flags = cpu_bf16_flags(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        flags = None
+    flags = read_cpu_bf16_flags()
     return "unknown" if flags is None else ", ".join(flags) or "none"
 
 

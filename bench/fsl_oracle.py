@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fsl_pairs import map_inputs  # bench/ is the script's directory
 from torchvision.transforms.v2.functional import gaussian_blur
 from tqdm import tqdm
 
@@ -54,6 +53,8 @@ from wsss_core.models.feature_memo import MEMO_ENV
 from wsss_core.pipeline import run_pipeline
 from wsss_core.pipeline.config import load_config
 from wsss_core.pipeline.stage_cam import cam_label, read_cam
+
+from fsl_pairs import map_inputs  # bench/ is the script's directory
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "search_spaces" / "pipeline_demo.yaml"

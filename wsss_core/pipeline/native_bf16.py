@@ -22,12 +22,17 @@ def cpu_bf16_flags(cpuinfo: str) -> tuple[str, ...] | None:
     return None
 
 
+def read_cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...] | None:
+    """cpu_bf16_flags of the file `cpuinfo`; None when it is unreadable or tells nothing."""
+    try:
+        return cpu_bf16_flags(cpuinfo.read_text())
+    except OSError:
+        return None
+
+
 def native_bf16(device: torch.device, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
     """True or False where it can be told, None where not (a CPU without a readable cpuinfo)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    try:
-        flags = cpu_bf16_flags(cpuinfo.read_text())
-    except OSError:
-        return None
+    flags = read_cpu_bf16_flags(cpuinfo)
     return None if flags is None else bool(flags)
