@@ -28,6 +28,14 @@ def test_paper_presets_use_the_authors_fsl(name: str) -> None:
     )
 
 
+@pytest.mark.parametrize("source", [{}, *(REPO / "search_spaces" / name for name in PAPER_PRESETS)])
+def test_sampled_pixels_default_to_train_cams_100_and_the_paper_text_is_one_override_away(source) -> None:
+    from wsss_core.formulations import CamSettings
+
+    assert load_config(source).cam.num_samples == 100 == CamSettings().num_samples
+    assert load_config(source, ["cam.num_samples=1"]).cam.num_samples == 1
+
+
 def test_paper_as_printed_fsl_is_one_override_away() -> None:
     cam = load_config({}, ["cam.fsl_normalization=pairs", "cam.fsl_learn=true"]).cam
     assert (cam.fsl_normalization, cam.fsl_learn) == ("pairs", True)

@@ -50,7 +50,7 @@ class CamSettings:
 
     lam: float = 0.8
     pooling: str = "gap"
-    num_samples: int = 1
+    num_samples: int = 100
     naive: bool = False
     bce_eps: float = 1e-3
     bce_background: tuple[str, ...] = ("gmp",)

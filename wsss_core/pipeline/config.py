@@ -145,7 +145,7 @@ class CamConfig(TrainingConfig):
     seam_scale: float = 0.3
     lam: float = 0.8
     pooling: str = "gap"
-    num_samples: int = 1
+    num_samples: int = 100  # arvijj/icam train_cam.py --num_samples; the paper's text samples 1
     naive: bool = False
     bce_eps: float = 1e-3
     bce_background: tuple[str, ...] = ("gmp",)
