@@ -97,6 +97,34 @@ def test_second_run_hits_the_cache_and_a_stage3_change_reuses_stages_1_and_2(tin
     assert changed.stages[2].key != first.stages[2].key
 
 
+def test_runs_that_differ_only_after_training_share_each_stages_training(tiny_run, tmp_path: Path) -> None:
+    first, _, _, cache = tiny_run
+    shared = run_pipeline(TINY, tmp_path / "shared", cache_dir=cache, progress=False,
+                          overrides=["eval.overlays=2", "segmentation.crf=false"])
+    assert [r.cache_hit for r in shared.stages] == [False, False, False]
+    assert all(a.key != b.key for a, b in zip(shared.stages, first.stages))
+    log = (tmp_path / "shared" / "pipeline.log").read_text()
+    assert all(f"{stage}: training shared with an earlier run" in log for stage in runner.STAGES)
+    assert " epoch 1/" not in log, "a shared training must not train again"
+    for a, b in zip(shared.stages, first.stages):
+        assert a.extra["history"] == b.extra["history"] and a.extra["train_seconds"] == b.extra["train_seconds"]
+        folders = [cache / "stages" / r.stage / r.key for r in (a, b)]
+        assert (folders[0] / "model.pt").read_bytes() == (folders[1] / "model.pt").read_bytes()
+    assert shared.metrics()["cam"]["miou"] == first.metrics()["cam"]["miou"]
+    assert shared.metrics()["segmentation"]["miou"] != first.metrics()["segmentation"]["miou"], "no CRF acted"
+    # New CAM inference settings: the CAM network is shared, AffinityNet trains on the new labels.
+    flipped = run_pipeline(TINY, tmp_path / "flipped", cache_dir=cache, progress=False, until="affinity",
+                           overrides=["cam.infer_flip=true"])
+    log = (tmp_path / "flipped" / "pipeline.log").read_text()
+    assert "cam: training shared" in log and "affinity: training shared" not in log and "affinity epoch 1/" in log
+    assert flipped.metrics()["cam"]["miou"] != first.metrics()["cam"]["miou"]
+    retrained = run_pipeline(TINY, tmp_path / "retrained", cache_dir=cache, progress=False, until="cam",
+                             overrides=["cam.lr=0.02"])
+    assert "training shared" not in (tmp_path / "retrained" / "pipeline.log").read_text()
+    assert retrained.stages[0].extra["history"] != first.stages[0].extra["history"]
+    assert len([p for p in (cache / "stages" / "cam_model").iterdir() if p.is_dir()]) == 2
+
+
 def test_until_stops_after_the_named_stage_and_keeps_the_partial_metrics(tiny_run, tmp_path: Path) -> None:
     first, _, _, cache = tiny_run
     seen = []
@@ -125,6 +153,31 @@ def test_stage_keys_chain_upstream_changes_downstream(tmp_path: Path) -> None:
     assert keys("eval.workers=3") == base  # the pool size does not change results
     assert keys("runtime.seed=1")["cam"] != base["cam"]
     assert keys("runtime.frozen_bf16=true")["cam"] != base["cam"], "bfloat16 features change the results"
+
+
+@pytest.mark.parametrize("stage", runner.STAGES)
+def test_training_keys_leave_out_exactly_the_inference_fields_and_eval(stage: str, tmp_path: Path) -> None:
+    import dataclasses
+
+    cfg = load_config(TINY)
+    datasets = {s: build_dataset(cfg.data, s, cache_dir=tmp_path) for s in ("train", "val")}
+    base = runner._stage_keys(cfg, datasets, "c")
+    section = getattr(cfg, stage)
+    names = {f.name for f in dataclasses.fields(section)}
+    assert set(type(section).INFERENCE_FIELDS) <= names
+    model = runner.model_stage(stage)
+    for name in names:
+        value = getattr(section, name)
+        changed = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v + 0.125,
+                   tuple: lambda v: (*v, v[-1]) if v else (1.0,)}.get(type(value))
+        if changed is None:
+            continue
+        cfg2 = dataclasses.replace(cfg, **{stage: dataclasses.replace(section, **{name: changed(value)})})
+        keys = runner._stage_keys(cfg2, datasets, "c")
+        assert keys[stage] != base[stage], name
+        assert (keys[model] == base[model]) == (name in type(section).INFERENCE_FIELDS), name
+    evaluated = runner._stage_keys(load_config(TINY, ["eval.overlays=3", "eval.max_images=2"]), datasets, "c")
+    assert evaluated[stage] != base[stage] and evaluated[model] == base[model]
 
 
 def _context(cfg, tmp_path: Path) -> StageContext:

@@ -141,7 +141,8 @@ def test_study_survives_a_lost_node_and_a_lost_driver_on_s3(cluster, tmp_path):
     assert all(r["status"] == "completed" for r in results)
     moved = {r["stage"]: r["node"].split("/")[1] for r in results if r["trial_id"] == first["trial_id"]}
     assert moved["segmentation"] != lost_id
-    assert publications() == {"cam": 1, "affinity": 1, "segmentation": 2}, "each stage key computed once"
+    assert publications() == {"cam": 1, "affinity": 1, "segmentation": 2, "cam_model": 1, "affinity_model": 1,
+                              "segmentation_model": 2}, "each stage key and training key computed once"
 
     filesystem, root = pafs.FileSystem.from_uri(f"s3://{BUCKET}/studies")
     listing = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))

@@ -70,6 +70,10 @@ class TrainingConfig:
     defaults here); DeepLab (icam train_final.py) uses 0.9.
     """
 
+    INFERENCE_FIELDS: typing.ClassVar[tuple[str, ...]] = ()
+    """Fields read only after training (inference, labels): the stage's training
+    key leaves them out, so runs that differ only there train once (runner)."""
+
     backbone: str = "resnet_small"
     weights: str | None = "default"
     output_stride: int = 8
@@ -137,6 +141,8 @@ class CamConfig(TrainingConfig):
     confident foreground) and crf_alpha_high (weakened: confident background);
     the paper's 2 and 4 (SEAM used 4 and 24); the rest is ignored (255).
     """
+
+    INFERENCE_FIELDS = ("infer_scales", "infer_flip", "bg", "bg_threshold", "crf_alpha_low", "crf_alpha_high")
 
     momentum: float = 5e-4  # reference PolyOptimizer, see TrainingConfig
     formulation: str = "icam"
@@ -213,6 +219,8 @@ class AffinityConfig(TrainingConfig):
     whose background is (1 - max fg)^rw_alpha (SEAM: 6).
     """
 
+    INFERENCE_FIELDS = ("beta", "iterations", "rw_alpha")
+
     lr: float = 0.01
     momentum: float = 5e-4  # reference PolyOptimizer, see TrainingConfig
     resize_long: tuple[int, int] | None = None
@@ -248,6 +256,8 @@ class SegmentationConfig(TrainingConfig):
     (efficientnet_lite0: the last MBConv block's 320 channels, not the 1x1 conv
     to 1280 that feeds ImageNet's classifier), as segmentation encoders use
     EfficientNet; the first head conv then costs a quarter."""
+
+    INFERENCE_FIELDS = ("infer_scales", "infer_flip", "infer_average", "crf", "crf_bilateral_sxy", "crf_iterations")
 
     lr: float = 0.001
     epochs: int = 20

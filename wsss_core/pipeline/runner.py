@@ -1,6 +1,9 @@
 """`run_pipeline`: one trial, all three stages, each reused from the
 content-addressed cache when its key matches, resumed from its last epoch
-checkpoint when a previous run was killed.
+checkpoint when a previous run was killed. A stage also has a training key,
+which leaves out the settings read only after training (the config's
+INFERENCE_FIELDS, `eval`, the CRF): runs that differ only there train the
+stage once and share its weights (`<stage>_model` in the store).
 
 `compute_stage` computes and publishes one stage of a config into a store:
 what a cluster runs where the accelerator is, when `run_pipeline`'s `compute`
@@ -12,6 +15,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -35,7 +39,7 @@ from wsss_core.pipeline.context import StageContext, read_stage_metrics
 from wsss_core.pipeline.evaluate import ImagePool
 from wsss_core.pipeline.lifetime import Interrupted, stop_on_signals
 from wsss_core.pipeline.preflight import check_folder, check_inputs
-from wsss_core.pipeline.training import Runtime
+from wsss_core.pipeline.training import TRAINED_FILES, TRAINED_NAME, Runtime
 
 STAGES = ("cam", "affinity", "segmentation")
 LOG_NAME = "pipeline.log"
@@ -173,7 +177,7 @@ def _run_stages(
         ctx = StageContext(cfg, runtime, pool, datasets, num_classes)
         dirs: dict[str, Path] = {}
         for index, stage in enumerate(STAGES[:STAGES.index(until) + 1], start=1):
-            result, dirs[stage] = _run_stage(ctx, stage, index, keys[stage], cache, dirs, log)
+            result, dirs[stage] = _run_stage(ctx, stage, index, keys, cache, dirs, log)
             if stage != "cam":
                 result = StageResult(**{**asdict(result), "learned": results[0].learned})
             _copy_overlays(dirs[stage] / "overlays", out / "overlays" / stage)
@@ -192,24 +196,27 @@ def _metrics_text(results: list[StageResult]) -> str:
 
 
 def _run_stage(
-    ctx: StageContext, stage: str, index: int, key: str, cache: tuple[StageStore, StageLeases, StageCompute | None],
-    dirs: dict[str, Path], log: logging.Logger,
+    ctx: StageContext, stage: str, index: int, keys: dict[str, str],
+    cache: tuple[StageStore, StageLeases, StageCompute | None], dirs: dict[str, Path], log: logging.Logger,
 ) -> tuple[StageResult, Path]:
-    """Reuse the finished outputs of `key`, else take its lease and compute them
-    (resuming saved progress; here or through `compute`), unless another
-    holder finished them meanwhile."""
+    """Reuse the finished outputs of the stage's key, else take its lease and
+    compute them (resuming saved progress; here or through `compute`), unless
+    another holder finished them meanwhile. The compute also holds the lease of
+    the training key, so runs that share it train once."""
     store, leases, compute = cache
+    key, model = keys[stage], model_stage(stage)
     start = time.perf_counter()
     final, done = store.fetch(stage, key), True
     if final is None:
         with leases.hold(stage, key):
             final = store.fetch(stage, key)
             if final is None:
-                if compute is None:
-                    final = _compute_stage(ctx, stage, key, store, dirs, log)
-                else:
-                    log.info("%s: computing %s elsewhere", stage, key)
-                    final = compute(stage, key)
+                with leases.hold(model, keys[model]):
+                    if compute is None:
+                        final = _compute_stage(ctx, stage, keys, store, dirs, log)
+                    else:
+                        log.info("%s: computing %s elsewhere", stage, key)
+                        final = compute(stage, key)
                 done = False
     if done:
         log.info("%s: cache hit %s (%s)", stage, key, final)
@@ -224,10 +231,19 @@ def _run_stage(
 
 
 def _compute_stage(
-    ctx: StageContext, stage: str, key: str, store: StageStore, dirs: dict[str, Path], log: logging.Logger
+    ctx: StageContext, stage: str, keys: dict[str, str], store: StageStore, dirs: dict[str, Path],
+    log: logging.Logger,
 ) -> Path:
+    """Compute and publish the stage (the caller holds the leases of its key and
+    training key); training is skipped when a run with the same training key
+    published its weights, and published for the next one otherwise."""
+    key, model = keys[stage], model_stage(stage)
     log.info("%s: computing %s", stage, key)
     work = store.work_dir(stage, key)
+    trained = store.fetch(model, keys[model])
+    if trained is not None and not (work / TRAINED_NAME).is_file():
+        log.info("%s: training shared with an earlier run (same training settings, %s %s)", stage, model, keys[model])
+        _link_files(trained, work, TRAINED_FILES)
     runtime = dataclasses.replace(ctx.runtime, on_checkpoint=lambda: store.save_progress(stage, key))
     ctx = dataclasses.replace(ctx, runtime=runtime)
     if stage == "cam":
@@ -236,7 +252,25 @@ def _compute_stage(
         stage_affinity.run(ctx, dirs["cam"], work)
     else:
         stage_segmentation.run(ctx, dirs["cam"], dirs["affinity"], work)
+    if trained is None:
+        _link_files(work, store.work_dir(model, keys[model]), TRAINED_FILES)
+        store.publish(model, keys[model])
     return store.publish(stage, key, drop=(CHECKPOINT_NAME,))
+
+
+def model_stage(stage: str) -> str:
+    """The store's name for the trained weights of `stage`, kept under its training key."""
+    return f"{stage}_model"
+
+
+def _link_files(source: Path, target: Path, names: tuple[str, ...]) -> None:
+    """Hard-link (copy across file systems) source/name to target/name, in order."""
+    for name in names:
+        (target / name).unlink(missing_ok=True)
+        try:
+            os.link(source / name, target / name)
+        except OSError:
+            shutil.copy2(source / name, target / name)
 
 
 def compute_stage(
@@ -251,9 +285,10 @@ def compute_stage(
     """Compute one stage of `config` (resuming saved progress) and publish it
     into `store` (default: a LocalStageStore on cache_dir); its key. The
     upstream stages must be finished in the store, and the caller must hold
-    the stage's lease. key: the key the caller derived; a different one here
-    (other code, data or weights on this machine) is a RuntimeError before any
-    work. Generated data goes to cache_dir/data, as in run_pipeline."""
+    the leases of the stage's key and of its training key (`model_stage(stage)`).
+    key: the key the caller derived; a different one here (other code, data or
+    weights on this machine) is a RuntimeError before any work. Generated data
+    goes to cache_dir/data, as in run_pipeline."""
     cfg = load_config(config)
     cache_root = check_folder(cache_dir, "cache_dir")
     store = store or LocalStageStore(cache_root)
@@ -273,7 +308,7 @@ def compute_stage(
     log.info("%s: computing on device %s", stage, runtime.device)
     with ImagePool(cfg.eval.workers) as pool:
         ctx = StageContext(cfg, runtime, pool, datasets, datasets["train"].num_classes)
-        _compute_stage(ctx, stage, keys[stage], store, dirs, log)
+        _compute_stage(ctx, stage, keys, store, dirs, log)
     return keys[stage]
 
 
@@ -298,25 +333,31 @@ def _coordinator(cfg: PipelineConfig) -> PipelineConfig:
 
 
 def _stage_keys(cfg: PipelineConfig, datasets: dict[str, Any], code: str) -> dict[str, str]:
-    """cam <- (cam, crf, eval, seed/amp/channels_last/frozen_bf16); affinity <- (affinity, ...)
-    + cam key; segmentation <- (segmentation, crf, ...) + affinity key."""
+    """The store's keys by store name. cam <- (cam, crf, eval, seed/amp/channels_last/frozen_bf16);
+    affinity <- (affinity, ...) + cam key; segmentation <- (segmentation, crf, ...) + affinity key.
+    <stage>_model (the training key) <- the stage's section less its INFERENCE_FIELDS, its
+    weights, that runtime part and the upstream stage's key without `eval` anywhere in the
+    chain (a stage trains on its upstream's train-split labels, which `eval` does not touch)."""
     sections = config_to_dict(cfg)
-    shared = {
-        "eval": {k: v for k, v in sections["eval"].items() if k != "workers"},
-        "runtime": {k: sections["runtime"][k] for k in ("seed", "amp", "channels_last", "frozen_bf16")},
-    }
+    runtime = {k: sections["runtime"][k] for k in ("seed", "amp", "channels_last", "frozen_bf16")}
+    evaluation = {k: v for k, v in sections["eval"].items() if k != "workers"}
+    reads_crf = {"cam": True, "affinity": False, "segmentation": True}
     identity = _dataset_identity(cfg, datasets)
-    weights = {name: _weights_digest(sections[name].get("weights")) for name in STAGES}
-    cam = stage_key("cam", {"cam": sections["cam"], "crf": sections["crf"], "weights": weights["cam"], **shared},
-                    None, identity, code)
-    affinity = stage_key("affinity", {"affinity": sections["affinity"], "weights": weights["affinity"], **shared},
-                         cam, identity, code)
-    segmentation = stage_key(
-        "segmentation", {"segmentation": sections["segmentation"], "crf": sections["crf"],
-                         "weights": weights["segmentation"], **shared},
-        affinity, identity, code,
-    )
-    return {"cam": cam, "affinity": affinity, "segmentation": segmentation}
+    keys: dict[str, str] = {}
+    upstream = labels_upstream = None
+    for stage in STAGES:
+        weights = _weights_digest(sections[stage].get("weights"))
+        inference = type(getattr(cfg, stage)).INFERENCE_FIELDS
+        training = {k: v for k, v in sections[stage].items() if k not in inference}
+        model = model_stage(stage)
+        keys[model] = stage_key(model, {stage: training, "weights": weights, "runtime": runtime},
+                                labels_upstream, identity, code)
+        own = {stage: sections[stage], "weights": weights, "runtime": runtime}
+        if reads_crf[stage]:
+            own["crf"] = sections["crf"]
+        labels_upstream = stage_key(stage, own, labels_upstream, identity, code)
+        keys[stage] = upstream = stage_key(stage, {**own, "eval": evaluation}, upstream, identity, code)
+    return keys
 
 
 def _weights_digest(weights: Any) -> str | None:

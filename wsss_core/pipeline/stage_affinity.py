@@ -20,10 +20,9 @@ from wsss_core.pipeline.datasets import PseudoLabelView
 from wsss_core.pipeline.evaluate import score_split
 from wsss_core.pipeline.inference import pad_to_multiple
 from wsss_core.pipeline.overlays import overlay_panel, save_panel
-from wsss_core.pipeline.training import Runtime, derived_seed, fit_on_pseudo_labels
+from wsss_core.pipeline.training import MODEL_NAME, Runtime, derived_seed, fit_on_pseudo_labels, train_once
 
 STAGE_INDEX = 2
-MODEL_NAME = "model.pt"
 
 
 def label_path(stage_dir: Path, split: str, name: str) -> Path:
@@ -120,7 +119,7 @@ def write_overlays(ctx: StageContext, cam_dir: Path, work_dir: Path) -> None:
 
 
 def run(ctx: StageContext, cam_dir: Path, work_dir: Path) -> None:
-    trained = train(ctx, cam_dir, work_dir)
+    trained = train_once(work_dir, lambda: train(ctx, cam_dir, work_dir))
     infer_labels(ctx, cam_dir, work_dir)
     write_stage_metrics(work_dir, evaluate(ctx, work_dir), {}, {k: v for k, v in trained.items() if k != "learned"})
     write_overlays(ctx, cam_dir, work_dir)

@@ -27,16 +27,17 @@ from wsss_core.pipeline.evaluate import finite, score_split
 from wsss_core.pipeline.inference import multiscale_probs, warm_inference_memo
 from wsss_core.pipeline.overlays import overlay_panel, save_panel
 from wsss_core.pipeline.training import (
+    MODEL_NAME,
     build_optimizer,
     derived_seed,
     fit,
     make_batches,
     steps_per_epoch,
+    train_once,
     train_transform,
 )
 
 STAGE_INDEX = 1
-MODEL_NAME = "model.pt"
 
 
 class CAMTrainer(nn.Module):
@@ -266,7 +267,7 @@ def cam_max(fg: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def run(ctx: StageContext, work_dir: Path) -> None:
     """Everything of stage 1 into work_dir (each step skips what is already there)."""
-    trained = train(ctx, work_dir)
+    trained = train_once(work_dir, lambda: train(ctx, work_dir))
     net = load_cam_net(ctx.config.cam, ctx.num_classes, work_dir, ctx.runtime)
     infer_cams(ctx, net, work_dir)
     make_crf_labels(ctx, work_dir)

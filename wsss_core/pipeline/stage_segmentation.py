@@ -20,10 +20,9 @@ from wsss_core.pipeline.datasets import PseudoLabelView
 from wsss_core.pipeline.evaluate import score_split
 from wsss_core.pipeline.inference import multiscale_probs, warm_inference_memo
 from wsss_core.pipeline.overlays import overlay_panel, save_panel
-from wsss_core.pipeline.training import derived_seed, fit_on_pseudo_labels
+from wsss_core.pipeline.training import MODEL_NAME, derived_seed, fit_on_pseudo_labels, train_once
 
 STAGE_INDEX = 3
-MODEL_NAME = "model.pt"
 IGNORE = 255
 AVERAGES = {  # infer_average -> (map of one pass from logits [B,K,h,w], probabilities from the mean [K,H,W])
     "logits": (lambda logits: logits, lambda mean: torch.softmax(mean, dim=0)),  # icam eval_final.py
@@ -155,7 +154,7 @@ def write_overlays(ctx: StageContext, cam_dir: Path, affinity_dir: Path, work_di
 
 
 def run(ctx: StageContext, cam_dir: Path, affinity_dir: Path, work_dir: Path) -> None:
-    trained = train(ctx, affinity_dir, work_dir)
+    trained = train_once(work_dir, lambda: train(ctx, affinity_dir, work_dir))
     predict(ctx, work_dir)
     write_stage_metrics(work_dir, evaluate(ctx, work_dir), {}, {k: v for k, v in trained.items() if k != "learned"})
     write_overlays(ctx, cam_dir, affinity_dir, work_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import math
 import time
@@ -21,9 +22,31 @@ from wsss_core.data import Batch, ColorJitter, TrainTransform, TransformedDatase
 from wsss_core.data.sample import Sample
 from wsss_core.models import Backbone
 from wsss_core.models.feature_memo import default_memo_dir
+from wsss_core.pipeline.cache import atomic_write_text
 from wsss_core.pipeline.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
 from wsss_core.pipeline.config import ConfigError, RuntimeConfig, TrainingConfig
 from wsss_core.pipeline.native_bf16 import native_bf16
+
+
+MODEL_NAME = "model.pt"
+TRAINED_NAME = "trained.json"
+TRAINED_FILES = (MODEL_NAME, TRAINED_NAME)
+"""What a stage's training leaves in its folder: the weights, then (last) the
+training summary. Together they let a run with the same training key skip
+training (the runner shares them between such runs)."""
+
+
+def train_once(work_dir: Path, train: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The stage's training summary (loss history, images, seconds, learned
+    values): read from work_dir/trained.json when training is already done
+    there (its model.pt beside it), else ``train()``, which saves model.pt,
+    and its summary written to trained.json."""
+    path = work_dir / TRAINED_NAME
+    if path.is_file():
+        return json.loads(path.read_text())
+    summary = train()
+    atomic_write_text(path, json.dumps(summary, sort_keys=True))
+    return summary
 
 
 def freeze_as_configured(backbone: Backbone, config: TrainingConfig) -> bool:
