@@ -9,10 +9,13 @@ message, when the folder is absent). --set applies to every config run.
 
 Each config runs with a fresh temporary cache and feature memo (a frozen
 backbone's maps are computed in the timed run; nothing is left behind in the
-system temp folder), then again to time the all-cache-hit path. Prints, per
-stage, the wall seconds, the training seconds and training images/s (training
-images seen / training seconds), the val mIoU and contour F, and the ratio of
-the cached run's total to the first run's, all measured within this one run.
+system temp folder), then again to time the all-cache-hit path, then once
+more with one more overlay (eval.overlays, read only after training): every
+stage re-runs inference and evaluation on its shared trained weights. Prints,
+per stage, the wall seconds, the training seconds and training images/s
+(training images seen / training seconds), the val mIoU and contour F, and the
+wall seconds with shared training; and the ratios of the cached and the
+shared-training runs' totals to the first run's, all measured within this one run.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 
 from wsss_core.models.feature_memo import MEMO_ENV
-from wsss_core.pipeline import run_pipeline
+from wsss_core.pipeline import load_config, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "search_spaces" / "pipeline_demo.yaml"
@@ -32,7 +35,7 @@ VOC_MINI = REPO.parent / "shared" / "data" / "voc2012-mini"
 
 
 def bench(config: Path | str, overrides: list[str]) -> None:
-    """Run `config` twice (fresh cache, then all cache hits) and print the table."""
+    """Run `config` three times (fresh cache, all cache hits, shared training) and print the table."""
     with tempfile.TemporaryDirectory(prefix="wsss-bench-") as tmp:
         os.environ[MEMO_ENV] = str(Path(tmp) / "feature_memo")
         start = time.perf_counter()
@@ -43,15 +46,22 @@ def bench(config: Path | str, overrides: list[str]) -> None:
         run_pipeline(config, Path(tmp) / "run2", cache_dir=Path(tmp) / "cache", progress=False,
                      overrides=overrides)
         cached = time.perf_counter() - start
+        overlays = f"eval.overlays={load_config(config, overrides).eval.overlays + 1}"
+        start = time.perf_counter()
+        shared = run_pipeline(config, Path(tmp) / "run3", cache_dir=Path(tmp) / "cache", progress=False,
+                              overrides=[*overrides, overlays])
+        reused = time.perf_counter() - start
     print(f"config: {config}" + (f" {' '.join(overrides)}" if overrides else ""))
-    print(f"{'stage':13s} {'wall s':>8s} {'train s':>8s} {'train img/s':>12s} {'val mIoU':>9s} {'val F':>7s}")
-    for stage in first.stages:
+    print(f"{'stage':13s} {'wall s':>8s} {'train s':>8s} {'train img/s':>12s} {'val mIoU':>9s} {'val F':>7s} "
+          f"{'shared-training wall s':>22s}")
+    for stage, again in zip(first.stages, shared.stages):
         images, seconds = stage.extra.get("train_images", 0), stage.extra.get("train_seconds", 0.0)
         rate = images / seconds if seconds else float("nan")
         print(f"{stage.stage:13s} {stage.seconds:8.1f} {seconds:8.1f} {rate:12.1f} "
-              f"{stage.metrics['val']['miou']:9.4f} {stage.metrics['val']['contour_f']:7.4f}")
+              f"{stage.metrics['val']['miou']:9.4f} {stage.metrics['val']['contour_f']:7.4f} {again.seconds:22.1f}")
     print(f"{'total':13s} {total:8.1f}")
-    print(f"cached rerun: {cached:.2f} s ({cached / total:.3f} of the first run)", flush=True)
+    print(f"cached rerun: {cached:.2f} s ({cached / total:.3f} of the first run)")
+    print(f"shared-training rerun ({overlays}): {reused:.1f} s ({reused / total:.3f} of the first run)", flush=True)
 
 
 def main() -> None:

@@ -34,6 +34,10 @@ def test_code_version_ignores_docstrings_and_comments_but_not_code() -> None:
     assert _code_fingerprint(source) == _code_fingerprint(edited)
     assert _code_fingerprint(source) != _code_fingerprint(source.replace(b"x + 1", b"x + 2"))
     assert library_versions()["torch"] and "numpy" in library_versions()
+    attribute = b'class C:\n    A = (1,)\n    """What A is."""\n\n    def f(self):\n        "Doc."\n        return self.A\n'
+    assert _code_fingerprint(attribute) == _code_fingerprint(attribute.replace(b"What A is.", b"What A holds."))
+    assert _code_fingerprint(attribute) != _code_fingerprint(attribute.replace(b"(1,)", b"(2,)"))
+    assert _code_fingerprint(b'if x:\n    "only a string"\n') == _code_fingerprint(b"if x:\n    pass\n")
 
 
 def test_weights_and_labels_file_contents_enter_the_keys(tmp_path: Path) -> None:

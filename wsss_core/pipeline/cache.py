@@ -95,15 +95,22 @@ def library_versions() -> dict[str, str | None]:
 
 
 def _code_fingerprint(source: bytes) -> bytes:
-    """The AST of a module without docstrings (ast.dump drops comments and layout)."""
+    """The AST of a module without docstrings, including the attribute docstrings
+    after assignments (every statement that is a bare string does nothing;
+    ast.dump drops comments and layout)."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
+        for name in ("body", "orelse", "finalbody"):
+            statements = getattr(node, name, None)
+            if isinstance(statements, list) and statements and isinstance(statements[0], ast.stmt):
+                kept = [s for s in statements if not _is_bare_string(s)]
+                setattr(node, name, kept or [ast.Pass()])
     return ast.dump(tree, annotate_fields=False).encode()
+
+
+def _is_bare_string(statement: ast.stmt) -> bool:
+    return (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+            and isinstance(statement.value.value, str))
 
 
 def file_digest(path: str | Path) -> str:

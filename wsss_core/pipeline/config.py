@@ -72,7 +72,9 @@ class TrainingConfig:
 
     INFERENCE_FIELDS: typing.ClassVar[tuple[str, ...]] = ()
     """Fields read only after training (inference, labels): the stage's training
-    key leaves them out, so runs that differ only there train once (runner)."""
+    key leaves them out, so runs that differ only there train once (runner).
+    List a field here only if the stage's `train` never reads it: a listed
+    training field would let runs that train differently share weights."""
 
     backbone: str = "resnet_small"
     weights: str | None = "default"
