@@ -47,6 +47,8 @@ class ParquetResultsCallback(Callback):
             started_at=_utc(payload["started_at"]),
             finished_at=_utc(payload["finished_at"]),
             cache_hit=payload["cache_hit"],
+            stage_key=payload["stage_key"],
+            model_key=payload["model_key"],
             node=payload["node"],
             trial_dir=payload["trial_dir"],
             overlay_dir=payload["overlay_dir"],

@@ -8,8 +8,9 @@ readers accept every version in READABLE_VERSIONS. Version 1 kept rows under
 hive folders (`results/stage=<stage>/`) and absolute `trial_dir`/`overlay_dir`;
 version 2 keeps one file per trial (or one compacted file) directly under
 `results/` and those paths relative to the study folder. Version 3 adds the
-CAM stage's pointing game (`pointing`, `per_class_pointing`); older rows read
-them as null.
+CAM stage's pointing game (`pointing`, `per_class_pointing`); version 4 the
+stage's cache key and training key (`stage_key`, `model_key`). Older rows read
+the added columns as null.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import hashlib
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
 
 STAGES: tuple[str, ...] = ("cam", "affinity", "segmentation")
 """Pipeline stages in order; the stage index (1-based) is Tune's time attribute."""
@@ -73,6 +74,10 @@ RESULT_SCHEMA = pa.schema(
         pa.field("started_at", pa.timestamp("us", tz="UTC")),
         pa.field("finished_at", pa.timestamp("us", tz="UTC")),
         pa.field("cache_hit", pa.bool_()),
+        # the stage's cache key, and its training key: trials with equal model_key
+        # ran on the same trained weights, trained once (README "Stage cache")
+        pa.field("stage_key", pa.string()),
+        pa.field("model_key", pa.string()),
         pa.field("node", pa.string()),
         pa.field("trial_dir", pa.string()),  # relative to the study folder (v1: absolute)
         pa.field("overlay_dir", pa.string()),  # relative to the study folder (v1: absolute)

@@ -79,6 +79,8 @@ class StageOutcome:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     cache_hit: bool | None = None
+    stage_key: str | None = None
+    model_key: str | None = None
     node: str | None = None
     trial_dir: str | None = None
     overlay_dir: str | None = None
@@ -109,6 +111,8 @@ def outcome_rows(outcome: StageOutcome) -> list[dict[str, Any]]:
         "started_at": outcome.started_at,
         "finished_at": outcome.finished_at,
         "cache_hit": outcome.cache_hit,
+        "stage_key": outcome.stage_key,
+        "model_key": outcome.model_key,
         "node": outcome.node,
         "trial_dir": outcome.trial_dir,
         "overlay_dir": outcome.overlay_dir,

@@ -151,6 +151,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             "metrics": result.metrics,
             "seconds": result.seconds,
             "cache_hit": bool(result.cache_hit),
+            "stage_key": result.key,
+            "model_key": result.model_key,
             "learned": dict(result.learned or {}),
             "started_at": (finished.timestamp() - float(result.seconds)),
             "finished_at": finished.timestamp(),

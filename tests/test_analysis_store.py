@@ -44,7 +44,7 @@ def test_other_schema_version_is_a_one_line_error(tmp_path):
     folder = tmp_path / "s" / "results"
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([row], schema=RESULT_SCHEMA.remove_metadata()), folder / "x.parquet")
-    with pytest.raises(ResultsError, match="schema versions \\[99\\]; this analysis reads versions 1, 2, 3") as error:
+    with pytest.raises(ResultsError, match="schema versions \\[99\\]; this analysis reads versions 1, 2, 3, 4") as error:
         load_results(tmp_path / "s")
     assert "\n" not in str(error.value)
 
@@ -62,15 +62,19 @@ def test_a_version_1_store_with_hive_folders_and_absolute_paths_still_loads(voc,
     assert set(frame["schema_version"]) == {1} and frame["overlay_dir"].dropna().map(lambda p: p.startswith("/")).all()
 
 
-def test_a_version_2_file_without_the_pointing_columns_reads_them_as_null(voc, tmp_path):
-    rows = [row | {"schema_version": 2} for row in ResultsStore(str(voc.path)).read().to_pylist()[:6]]
-    old_schema = pa.schema([f for f in RESULT_SCHEMA if f.name not in ("pointing", "per_class_pointing")])
-    folder = tmp_path / "v2" / "results"
+@pytest.mark.parametrize("version, added", [
+    (2, ("pointing", "per_class_pointing", "stage_key", "model_key")),
+    (3, ("stage_key", "model_key")),
+])
+def test_an_older_file_without_the_columns_added_since_reads_them_as_null(voc, tmp_path, version, added):
+    rows = [row | {"schema_version": version} for row in ResultsStore(str(voc.path)).read().to_pylist()[:6]]
+    old_schema = pa.schema([f for f in RESULT_SCHEMA if f.name not in added])
+    folder = tmp_path / "old" / "results"
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=old_schema), folder / "trial-x.parquet")
-    frame = load_results(tmp_path / "v2")
-    assert len(frame) == 6 and set(frame["schema_version"]) == {2}
-    assert frame["pointing"].isna().all() and frame["per_class_pointing"].isna().all()
+    frame = load_results(tmp_path / "old")
+    assert len(frame) == 6 and set(frame["schema_version"]) == {version}
+    assert all(frame[column].isna().all() for column in added)
     assert frame["miou"].notna().any()
 
 

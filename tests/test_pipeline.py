@@ -103,6 +103,8 @@ def test_runs_that_differ_only_after_training_share_each_stages_training(tiny_ru
                           overrides=["eval.overlays=2", "segmentation.crf=false"])
     assert [r.cache_hit for r in shared.stages] == [False, False, False]
     assert all(a.key != b.key for a, b in zip(shared.stages, first.stages))
+    assert [a.model_key for a in shared.stages] == [b.model_key for b in first.stages]
+    assert shared.metrics()["cam"]["model_key"] == first.stages[0].model_key
     log = (tmp_path / "shared" / "pipeline.log").read_text()
     assert all(f"{stage}: training shared with an earlier run" in log for stage in runner.STAGES)
     assert " epoch 1/" not in log, "a shared training must not train again"
@@ -118,10 +120,12 @@ def test_runs_that_differ_only_after_training_share_each_stages_training(tiny_ru
     log = (tmp_path / "flipped" / "pipeline.log").read_text()
     assert "cam: training shared" in log and "affinity: training shared" not in log and "affinity epoch 1/" in log
     assert flipped.metrics()["cam"]["miou"] != first.metrics()["cam"]["miou"]
+    assert [r.model_key == f.model_key for r, f in zip(flipped.stages, first.stages)] == [True, False]
     retrained = run_pipeline(TINY, tmp_path / "retrained", cache_dir=cache, progress=False, until="cam",
                              overrides=["cam.lr=0.02"])
     assert "training shared" not in (tmp_path / "retrained" / "pipeline.log").read_text()
     assert retrained.stages[0].extra["history"] != first.stages[0].extra["history"]
+    assert retrained.stages[0].model_key != first.stages[0].model_key
     assert len([p for p in (cache / "stages" / "cam_model").iterdir() if p.is_dir()]) == 2
 
 

@@ -96,6 +96,11 @@ def test_grid_study_shares_upstream_stages_and_writes_every_row(storage, capsys)
     seg = {r["trial_id"]: r for r in results if r["stage"] == "segmentation" and r["split"] == "val"}
     assert '"segmentation.lr": 0.02' in seg["p0001"]["config_json"]
     assert not any(r["cache_hit"] for r in seg.values())
+    keys = {(r["trial_id"], r["stage"]): (r["stage_key"], r["model_key"]) for r in results}
+    assert all(stage_key and model_key and stage_key != model_key for stage_key, model_key in keys.values())
+    for stage in STAGES:  # the trials differ in segmentation.lr only: they share stages 1-2, keys and training
+        same = keys["p0000", stage] == keys["p0001", stage]
+        assert same == (stage != "segmentation"), stage
 
     assert main(["study", "status", "grid", "--storage", str(storage)]) == 0
     assert main(["study", "list", "--storage", str(storage)]) == 0

@@ -58,7 +58,8 @@ class StageResult:
     "per_class_f"}} (values in [0, 1], per-class None where undefined); learned:
     {"fsl_sigma", "fsl_mu"} (None when FSL is off and after stages 2-3 they
     repeat stage 1's values); extra: stage specifics (cam: chosen bg_threshold and
-    the sweep curve; all: per-epoch loss history)."""
+    the sweep curve; all: per-epoch loss history). key: the stage's cache key;
+    model_key: its training key (equal in runs that share the trained weights)."""
 
     stage: str
     index: int
@@ -66,6 +67,7 @@ class StageResult:
     seconds: float
     cache_hit: bool
     key: str
+    model_key: str
     learned: dict[str, float | None]
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -223,7 +225,7 @@ def _run_stage(
     seconds = time.perf_counter() - start
     stored = read_stage_metrics(final)
     learned = stored["learned"] or {"fsl_sigma": None, "fsl_mu": None}
-    result = StageResult(stage, index, stored["splits"], seconds, done, key, learned, stored["extra"])
+    result = StageResult(stage, index, stored["splits"], seconds, done, key, keys[model], learned, stored["extra"])
     val = result.metrics.get("val", {})
     log.info("%s done in %.1f s%s: val mIoU %.4f, contour F %.4f", stage, seconds, " (cache hit)" if done else "",
              val.get("miou", float("nan")), val.get("contour_f", float("nan")))
@@ -394,6 +396,7 @@ def _stage_summary(result: StageResult) -> dict[str, Any]:
         "seconds": result.seconds,
         "cache_hit": result.cache_hit,
         "key": result.key,
+        "model_key": result.model_key,
     }
     for key in ("pointing", "per_class_pointing"):  # the CAM stage's pointing game
         if key in val:
