@@ -16,7 +16,7 @@ from PIL import Image
 
 from wsss_core.data import build_dataset, read_mask
 from wsss_core.pipeline import load_config, run_pipeline
-from wsss_core.pipeline import pool_tasks, runner, stage_cam
+from wsss_core.pipeline import pool_tasks, runner, stage_affinity, stage_cam, stage_segmentation
 from wsss_core.pipeline.cache import code_version
 from wsss_core.pipeline.context import StageContext
 from wsss_core.pipeline.evaluate import ImagePool, score_split
@@ -182,6 +182,46 @@ def test_training_keys_leave_out_exactly_the_inference_fields_and_eval(stage: st
         assert (keys[model] == base[model]) == (name in type(section).INFERENCE_FIELDS), name
     evaluated = runner._stage_keys(load_config(TINY, ["eval.overlays=3", "eval.max_images=2"]), datasets, "c")
     assert evaluated[stage] != base[stage] and evaluated[model] == base[model]
+
+
+def _another_value(value):
+    """A different valid value of an inference setting (strings: the other allowed choice)."""
+    others = {"one_minus_sum": "threshold", "threshold": "one_minus_sum", "logits": "probs", "probs": "logits"}
+    if isinstance(value, str):
+        return others[value]
+    return {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v * 0.75,
+            tuple: lambda v: (*v, 0.75)}[type(value)](value)
+
+
+@pytest.mark.parametrize("stage", runner.STAGES)
+def test_training_never_reads_what_its_training_key_leaves_out(stage: str, tiny_run, tmp_path: Path) -> None:
+    """The stage trains twice on the same upstream labels: as configured, and with
+    every INFERENCE_FIELDS value, the CRF and eval changed. Equal weights, or runs
+    that differ only there would share weights trained differently (_stage_keys)."""
+    import dataclasses
+
+    _, seen, _, cache = tiny_run
+    upstream = [cache / "stages" / r.stage / r.key for r in seen]
+    base = load_config(TINY)
+    section = getattr(base, stage)
+    changed = {name: _another_value(getattr(section, name)) for name in type(section).INFERENCE_FIELDS}
+    other = dataclasses.replace(
+        base, **{stage: dataclasses.replace(section, **changed)},
+        crf=dataclasses.replace(base.crf, iterations=base.crf.iterations + 1, scale=0.5),
+        eval=dataclasses.replace(base.eval, overlays=base.eval.overlays + 1, bg_thresholds=(0.3,)),
+    )
+    weights = []
+    for name, cfg in (("base", base), ("changed", other)):
+        work = tmp_path / name
+        work.mkdir()
+        ctx = _context(cfg, tmp_path)
+        {"cam": lambda: stage_cam.train(ctx, work),
+         "affinity": lambda: stage_affinity.train(ctx, upstream[0], work),
+         "segmentation": lambda: stage_segmentation.train(ctx, upstream[1], work)}[stage]()
+        weights.append(torch.load(work / "model.pt"))
+    assert weights[0].keys() == weights[1].keys()
+    differing = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
+    assert not differing, f"{stage}: {changed} changed the trained weights {differing[:3]}"
 
 
 def _context(cfg, tmp_path: Path) -> StageContext:

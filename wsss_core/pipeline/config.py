@@ -74,7 +74,9 @@ class TrainingConfig:
     """Fields read only after training (inference, labels): the stage's training
     key leaves them out, so runs that differ only there train once (runner).
     List a field here only if the stage's `train` never reads it: a listed
-    training field would let runs that train differently share weights."""
+    training field would let runs that train differently share weights
+    (tests/test_pipeline.py trains with every listed field changed and
+    compares the weights)."""
 
     backbone: str = "resnet_small"
     weights: str | None = "default"
