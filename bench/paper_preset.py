@@ -17,7 +17,7 @@ not measured on CPU.
 
 On a GPU (the figures a session lent one puts in its note):
     python bench/paper_preset.py --device cuda
-Small on CPU (checks that the script runs: 4 min 33 s on 2 cores, 2026-12-07):
+Small on CPU (checks that the script runs: 3 min 23 s on 2 cores, 2026-12-07):
     python bench/paper_preset.py --device cpu --steps 2 --train-images 8 --val-images 2 \\
         --set cam.crop_size=128 --set cam.resize_long=[128,160] --set affinity.crop_size=128 \\
         --set segmentation.crop_size=128 --set segmentation.resize_long=[128,160] \\
