@@ -34,11 +34,10 @@ from pathlib import Path
 
 import torch
 
-from wsss_core.pipeline import ConfigError, load_config, run_pipeline
+from wsss_core.pipeline import STAGES, ConfigError, load_config, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "search_spaces" / "pipeline_paper_voc.yaml"
-STAGES = ("cam", "affinity", "segmentation")
 
 
 def preset_overrides(args: argparse.Namespace) -> list[str]:
