@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fsl_pairs.py
 	$(BIN)/python bench/fsl_oracle.py
 	$(BIN)/python bench/cam_fsl_seeds.py
+	$(BIN)/python bench/label_quality.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/random_walk.py
 	$(BIN)/python bench/channels_last.py
