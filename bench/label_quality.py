@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from wsss_core.data import build_dataset, read_mask
-from wsss_core.pipeline import ConfigError, load_config, run_pipeline
+from wsss_core.pipeline import ConfigError, StageResult, load_config, run_pipeline
 from wsss_core.pipeline.cache import default_cache_dir
 from wsss_core.pipeline.stage_cam import crf_label_path
 
@@ -50,10 +50,11 @@ def confident_label_counts(label: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN for an empty denominator (e.g. no pixel labelled background)."""
     return float(numerator) / float(denominator) if denominator else float("nan")
 
 
-def train_miou(stage) -> str:
+def train_miou(stage: StageResult) -> str:
     """A stage's train-split mIoU, or why there is none (eval.splits without "train")."""
     train = stage.metrics.get("train")
     return f"{train['miou']:.3f}" if train else "n/a (eval.splits has no train)"
