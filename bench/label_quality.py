@@ -29,7 +29,7 @@ import numpy as np
 
 from wsss_core.data import build_dataset, read_mask
 from wsss_core.pipeline import ConfigError, StageResult, load_config, run_pipeline
-from wsss_core.pipeline.cache import default_cache_dir
+from wsss_core.pipeline.cache import LocalStageStore, default_cache_dir
 from wsss_core.pipeline.stage_cam import crf_label_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def main() -> None:
                               overrides=args.overrides, until="affinity")
     cam, affinity = result.stages
     cache_root = args.cache if args.cache is not None else default_cache_dir()
-    stage_dir = cache_root / "stages" / "cam" / cam.key
+    stage_dir = LocalStageStore(cache_root).fetch("cam", cam.key)
     dataset = build_dataset(result.config.data, "train", cache_dir=cache_root / "data")
     samples = (dataset[i] for i in range(len(dataset)))
     counts = sum(confident_label_counts(read_mask(crf_label_path(stage_dir, sample.name)), sample.mask)
