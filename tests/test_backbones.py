@@ -211,6 +211,47 @@ def test_frozen_backbone_with_a_trainable_head_trains_only_its_head_conv():
         assert torch.equal(backbone.features(x)[0], backbone.forward_stages(x)[-1]), "trunk + head is the whole backbone"
 
 
+def test_trainable_head_blocks_train_with_the_head_and_keep_their_batchnorm_statistics():
+    from wsss_core.models import CAMNet, max_head_blocks
+
+    torch.manual_seed(0)
+    whole = build_backbone("efficientnet_lite0", weights=None).eval()
+    backbone = build_backbone("efficientnet_lite0", weights=None)
+    backbone.load_state_dict(whole.state_dict())
+    backbone.freeze(train_head=True, head_blocks=2)
+    net = CAMNet(backbone, num_classes=4, mode="plain").train()
+    moved = [*backbone.net._blocks[14:], backbone.net._conv_head, backbone.net._bn1]
+    assert list(backbone.head_modules()) == moved and list(backbone.head_block_modules()) == moved[:2]
+    stats = {k: v.clone() for k, v in backbone.state_dict().items() if "running" in k}
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert backbone.trunk_stages(x)[-1].shape[1] == 192, "the trunk ends at block 13"
+        assert torch.equal(backbone.features(x)[0], whole.forward_stages(x)[-1]), "trunk + head is the whole backbone"
+    net(x).logits.square().mean().backward()
+    trained = {id(p) for p in backbone.parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert trained == {id(p) for m in moved for p in m.parameters()}, "blocks 14-15 and the head conv, nothing else"
+    assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in stats.items()), "BatchNorm statistics stay fixed"
+    for stride in (8, 16):
+        assert build_backbone("efficientnet_lite0", None, stride).max_head_blocks == max_head_blocks("efficientnet_lite0") == 5
+    with pytest.raises(ValueError, match="head_blocks=6 is invalid for EfficientNetLite0 with train_head=True; allowed: 0-5"):
+        build_backbone("efficientnet_lite0", weights=None).freeze(train_head=True, head_blocks=6)
+    with pytest.raises(ValueError, match="head_blocks=1 is invalid for EfficientNetLite0 with train_head=False; allowed: 0$"):
+        build_backbone("efficientnet_lite0", weights=None).freeze(head_blocks=1)
+
+
+def test_trainable_backbone_blocks_need_a_trainable_head_and_a_backbone_that_has_them():
+    from wsss_core.pipeline.config import ConfigError, load_config
+
+    base = {"cam.backbone": "efficientnet_lite0", "cam.freeze_backbone": True, "cam.train_backbone_head": True}
+    assert load_config({**base, "cam.train_backbone_blocks": 5}).cam.train_backbone_blocks == 5
+    with pytest.raises(ConfigError, match=r"cam.train_backbone_blocks=6 is invalid; allowed: 0-5$"):
+        load_config({**base, "cam.train_backbone_blocks": 6})
+    with pytest.raises(ConfigError, match=r"cam.train_backbone_blocks=1 is invalid; allowed: 0 unless cam.train_backbone_head"):
+        load_config({**base, "cam.train_backbone_head": False, "cam.train_backbone_blocks": 1})
+    with pytest.raises(ConfigError, match=r"cam.backbone_blocks_lr_mult=0.0 is invalid; allowed: a number > 0"):
+        load_config({**base, "cam.backbone_blocks_lr_mult": 0.0})
+
+
 def test_a_trainable_head_needs_a_frozen_backbone_that_has_one():
     from wsss_core.pipeline.config import ConfigError, load_config
 

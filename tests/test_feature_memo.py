@@ -214,6 +214,31 @@ def test_with_a_trainable_head_the_memo_holds_the_trunk_and_the_head_still_learn
     assert whole.memo.misses == 1, "same weights, but a frozen head's entries (the whole backbone's maps) are not the trunk's"
 
 
+def test_with_trainable_head_blocks_the_memo_holds_the_maps_before_them(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("efficientnet_lite0", None).freeze(train_head=True, head_blocks=1)
+    initial = {k: v.clone() for k, v in backbone.state_dict().items()}
+    backbone.share_features(tmp_path)
+    x = torch.randn(2, 3, 64, 64)
+    backbone.features(x)[0].mean().backward()
+    block = backbone.net._blocks[15]._project_conv.weight
+    assert block.grad is not None and block.grad.abs().sum() > 0, "gradients reach block 15 through stored maps"
+    stored = [torch.load(path, weights_only=True) for path in tmp_path.rglob("*.pt")]
+    assert [m.shape[1] for entry in stored for m in entry] == [192], "the memo holds block 14's output"
+    with torch.no_grad():
+        block.add_(0.1)
+        trained = backbone.features(x)[0]
+    assert backbone.memo.hits == 1, "a trained block 15 reads the same trunk entries"
+
+    head_only = build_backbone("efficientnet_lite0", None)
+    head_only.load_state_dict(initial)
+    head_only.freeze(train_head=True).share_features(tmp_path)
+    with torch.no_grad():
+        head_only.features(x)
+    assert head_only.memo.misses == 1 and head_only.memo.hits == 0, "another split point has entries of its own"
+    assert not torch.allclose(head_only.features(x)[0], trained)
+
+
 def test_warming_inference_stores_exactly_the_inputs_multiscale_inference_reads(tmp_path: Path) -> None:
     import logging
 

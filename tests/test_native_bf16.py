@@ -58,7 +58,8 @@ def test_a_run_without_a_frozen_backbone_does_not_warn(
 ) -> None:
     """frozen_bf16 changes nothing where no stage freezes its backbone, so such a run gets no warning."""
     monkeypatch.setattr(training, "native_bf16", lambda device: False)
-    overrides = ["runtime.frozen_bf16=true", "runtime.device=cpu", "cam.train_backbone_head=false"]
+    overrides = ["runtime.frozen_bf16=true", "runtime.device=cpu", "cam.train_backbone_head=false",
+                 "cam.train_backbone_blocks=0"]
     overrides += [f"{stage}.freeze_backbone={str(stage in frozen_stages).lower()}"
                   for stage in ("cam", "affinity", "segmentation")]
     config = load_config(DEMO, overrides)

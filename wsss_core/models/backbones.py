@@ -19,6 +19,13 @@ def has_head_layer(name: str) -> bool:
     return name == "efficientnet_lite0"
 
 
+def max_head_blocks(name: str) -> int:
+    """How many of backbone `name`'s last trunk blocks a frozen backbone can train with
+    its head (`Backbone.freeze(head_blocks=N)`): efficientnet_lite0's MBConv blocks
+    11-15, after its last stage map; 0 for the others."""
+    return 5 if name == "efficientnet_lite0" else 0
+
+
 def build_backbone(name: str, weights: str | Path | None = "default", output_stride: int = 8) -> Backbone:
     """Build a backbone with output stride 8 (as the paper) or, for
     efficientnet_lite0 only, 16 (one dilated stage fewer: cheaper CPU runs).

@@ -28,7 +28,9 @@ class Backbone(nn.Module):
     e.g. EfficientNet's 1x1 head conv) also implements `head_modules`,
     `trunk_stages` and `head`, and sets `trunk_channels`, so a frozen backbone
     can keep that layer trainable (`freeze(train_head=True)`) and a model can
-    read the trunk's map instead (`drop_head()`).
+    read the trunk's map instead (`drop_head()`). One whose last blocks come
+    after its last stage map sets `max_head_blocks`, so a frozen backbone can
+    train those blocks with its head (`freeze(train_head=True, head_blocks=N)`).
     """
 
     stage_channels: tuple[int, ...]
@@ -39,11 +41,16 @@ class Backbone(nn.Module):
     head_trains: bool = False
     head_dropped: bool = False
     trunk_channels: int = 0
+    max_head_blocks: int = 0
+    """How many of the trunk's last blocks `freeze(head_blocks=...)` can move into the head."""
+    head_blocks: int = 0
+    head_blocks_lr_mult: float = 1.0
+    """The lr of the trainable blocks relative to the rest of the backbone's (param groups read it)."""
     memo: FeatureMemo | None = None
     fixed_dtype: torch.dtype | None = None
     """Autocast dtype of a frozen backbone's fixed part (`compute_fixed_in`); None: float32."""
 
-    def freeze(self, train_head: bool = False) -> Backbone:
+    def freeze(self, train_head: bool = False, head_blocks: int = 0, head_blocks_lr_mult: float = 1.0) -> Backbone:
         """Fixed pretrained features: no gradients, and BatchNorm in eval mode
         (its ImageNet statistics) even while the model around it trains.
 
@@ -52,13 +59,26 @@ class Backbone(nn.Module):
         linear classifier on fixed features lacks (its BatchNorm statistics
         stay fixed, its affine parameters train). ValueError for a backbone
         without a head layer.
+        head_blocks: with train_head, the trunk's last N blocks join the head
+        and train too (BatchNorm statistics fixed), at head_blocks_lr_mult x
+        the backbone's lr: spatial layers that can move, which a per-location
+        head lacks. The trunk (and the feature memo) then ends before them.
+        ValueError unless 0 <= N <= `max_head_blocks` (N > 0: with train_head).
         """
         if train_head and not self.head_modules():
             raise ValueError(f"{type(self).__name__} has no head layer to train; use train_head=False")
         if train_head and self.head_dropped:
             raise ValueError(f"{type(self).__name__}'s head layer was dropped; use train_head=False")
+        if not 0 <= head_blocks <= (self.max_head_blocks if train_head else 0):
+            allowed = f"0-{self.max_head_blocks}" if train_head and self.max_head_blocks else "0"
+            raise ValueError(f"head_blocks={head_blocks} is invalid for {type(self).__name__} with "
+                             f"train_head={train_head}; allowed: {allowed}")
+        if head_blocks_lr_mult <= 0:
+            raise ValueError(f"head_blocks_lr_mult={head_blocks_lr_mult} is invalid; allowed: a number > 0")
         self.frozen = True
         self.head_trains = train_head
+        self.head_blocks = head_blocks
+        self.head_blocks_lr_mult = head_blocks_lr_mult
         self.requires_grad_(False)
         for module in self.head_modules() if train_head else ():
             module.requires_grad_(True)
@@ -79,7 +99,12 @@ class Backbone(nn.Module):
         return self
 
     def head_modules(self) -> tuple[nn.Module, ...]:
-        """The modules of the head layer (empty: the backbone has none)."""
+        """The modules of the head layer, the `head_blocks` trunk blocks moved into it first
+        (empty: the backbone has none)."""
+        return ()
+
+    def head_block_modules(self) -> tuple[nn.Module, ...]:
+        """The trunk blocks moved into the head (`freeze(head_blocks=N)`); empty for N = 0."""
         return ()
 
     def trunk_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -106,6 +131,8 @@ class Backbone(nn.Module):
         a dropped head the same trunk entries are the maps."""
         if self.head_trains or self.head_dropped:
             key, extra = weights_fingerprint(self, skip=self.head_modules()), f"stride {self.stride}, trunk"
+            if self.head_blocks:
+                extra += f" less {self.head_blocks} blocks"
         else:
             key, extra = weights_fingerprint(self), f"stride {self.stride}"
         if self.fixed_dtype is not None:

@@ -49,6 +49,7 @@ class EfficientNetLite0(Backbone):
         widths = {2: 24, 4: 40, 7: 80, 10: 112}
         self.stage_channels = (*(widths[i] for i in self._stage_ends), self.net._bn1.num_features)
         self.trunk_channels = self.net._conv_head.in_channels
+        self.max_head_blocks = len(self.net._blocks) - 1 - self._stage_ends[-1]  # 5: blocks 11-15
         self._dilate()
         if weights is not None:
             path = imagenet_weights_path() if weights == "imagenet" else Path(weights)
@@ -73,12 +74,13 @@ class EfficientNetLite0(Backbone):
         return [*maps[:-1], self.head(maps[-1])]
 
     def trunk_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """forward_stages(x) with the last MBConv block's output [B,320,..] in place of the head's map."""
+        """forward_stages(x) with the last MBConv block's output [B,320,..] in place of the head's map
+        (with `head_blocks` N: the output of block 15 - N, [B,112 or 192,..])."""
         net = self.net
         x = net._swish(net._bn0(net._conv_stem(x)))
         maps = []
         rate = net._global_params.drop_connect_rate or 0.0
-        for index, block in enumerate(net._blocks):
+        for index, block in enumerate(self._trunk_blocks()):
             x = block(x, drop_connect_rate=rate * index / len(net._blocks))
             if index in self._stage_ends:
                 maps.append(x)
@@ -86,12 +88,23 @@ class EfficientNetLite0(Backbone):
         return maps
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        """The head layer: 1x1 conv 320 -> 1280, BatchNorm, ReLU6. [B,320,h,w] -> [B,1280,h,w]."""
+        """The head layer: the `head_blocks` last MBConv blocks (none by default), then
+        1x1 conv 320 -> 1280, BatchNorm, ReLU6. [B,320,h,w] -> [B,1280,h,w]."""
         net = self.net
+        for block in self.head_block_modules():
+            x = block(x)  # eval mode (frozen): no drop-connect, as in the trunk's blocks
         return net._swish(net._bn1(net._conv_head(x)))
 
     def head_modules(self) -> tuple[torch.nn.Module, ...]:
-        return (self.net._conv_head, self.net._bn1)
+        return (*self.head_block_modules(), self.net._conv_head, self.net._bn1)
+
+    def head_block_modules(self) -> tuple[torch.nn.Module, ...]:
+        blocks = self.net._blocks
+        return tuple(blocks[len(blocks) - self.head_blocks:]) if self.head_blocks else ()
+
+    def _trunk_blocks(self) -> list[torch.nn.Module]:
+        blocks = list(self.net._blocks)
+        return blocks[:len(blocks) - self.head_blocks]
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits [B,1000] from the stride-8 features (a sanity check

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from .base import Backbone
+
 _NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
 
 
@@ -16,18 +18,21 @@ def reference_param_groups(
     without it. Normalisation parameters (frozen in the reference ResNet-38d,
     trainable in our other backbones) get their part's lr and no weight decay.
     Frozen parameters (requires_grad False) are left out; empty groups dropped.
+    The trunk blocks a frozen backbone trains in its head (`Backbone.freeze(head_blocks=N)`)
+    form their own "blocks_*" groups at the backbone's multipliers x its
+    `head_blocks_lr_mult`, recorded as the group's "lr_scale" (which Adam keeps).
     Each group carries "name" and "lr_mult" (lr / base lr) for schedulers.
     """
     if lr <= 0 or weight_decay < 0:
         raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
+    blocks = tuple(pretrained.head_block_modules()) if isinstance(pretrained, Backbone) else ()
+    scale = {"backbone": 1.0, "blocks": pretrained.head_blocks_lr_mult if blocks else 1.0, "new": 10.0}
     groups: dict[str, tuple[float, float, list]] = {
-        "backbone_weight": (1.0, weight_decay, []),
-        "backbone_bias": (2.0, 0.0, []),
-        "backbone_norm": (1.0, 0.0, []),
-        "new_weight": (10.0, weight_decay, []),
-        "new_bias": (20.0, 0.0, []),
-        "new_norm": (10.0, 0.0, []),
+        f"{part}_{kind}": (scale[part] * mult, decay, [])
+        for part in scale
+        for kind, mult, decay in (("weight", 1.0, weight_decay), ("bias", 2.0, 0.0), ("norm", 1.0, 0.0))
     }
+    in_blocks = {id(p) for block in blocks for p in block.parameters()}
     for part, modules in (("backbone", [pretrained]), ("new", new_layers)):
         for root in modules:
             for module in root.modules():
@@ -35,9 +40,10 @@ def reference_param_groups(
                     if not param.requires_grad:
                         continue
                     kind = "norm" if isinstance(module, _NORMS) else ("bias" if name == "bias" else "weight")
-                    groups[f"{part}_{kind}"][2].append(param)
+                    groups[f"{'blocks' if id(param) in in_blocks else part}_{kind}"][2].append(param)
     return [
-        {"name": name, "params": params, "lr": lr * mult, "lr_mult": mult, "weight_decay": wd}
+        {"name": name, "params": params, "lr": lr * mult, "lr_mult": mult, "weight_decay": wd,
+         **({"lr_scale": scale["blocks"]} if name.startswith("blocks") else {})}
         for name, (mult, wd, params) in groups.items()
         if params
     ]

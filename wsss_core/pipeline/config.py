@@ -64,6 +64,12 @@ class TrainingConfig:
     still trains: the stage's new layers then read trainable non-linear
     features of the fixed trunk instead of fixed ones (demo CAMs, lambda 0.5:
     val mIoU 0.579 vs 0.492 at the same cost; the cross 0.54 vs 0.25).
+    train_backbone_blocks: with train_backbone_head, the trunk's last N blocks
+    (efficientnet_lite0: of MBConv blocks 11-15, N <= 5) train with the head
+    layer, their BatchNorm statistics fixed, at backbone_blocks_lr_mult x the
+    backbone's lr (also under Adam): spatial layers that FSL's objective can
+    move, which a per-location head on fixed features lacks; the feature memo
+    then holds the maps before them.
     momentum: SGD momentum. The reference PolyOptimizer (psa/SEAM/icam
     tool/torchutils.py) hands its weight_decay to SGD's momentum slot, so
     their CAM and AffinityNet stages train with momentum 5e-4 (the stage
@@ -83,6 +89,8 @@ class TrainingConfig:
     output_stride: int = 8
     freeze_backbone: bool = False
     train_backbone_head: bool = False
+    train_backbone_blocks: int = 0
+    backbone_blocks_lr_mult: float = 0.03
     optimizer: str = "sgd"
     momentum: float = 0.9
     crop_size: int = 448
@@ -95,7 +103,7 @@ class TrainingConfig:
     poly_power: float = 0.9
 
     def validate(self, section: str) -> None:
-        from wsss_core.models import BACKBONES, has_head_layer, output_strides
+        from wsss_core.models import BACKBONES, has_head_layer, max_head_blocks, output_strides
 
         _require(self.backbone in BACKBONES, f"{section}.backbone", self.backbone, ", ".join(BACKBONES))
         strides = output_strides(self.backbone)
@@ -106,6 +114,14 @@ class TrainingConfig:
                      f"false unless {section}.freeze_backbone is true (an unfrozen backbone trains its head anyway)")
             _require(has_head_layer(self.backbone), f"{section}.train_backbone_head", True,
                      f"false with backbone {self.backbone} (no head layer; efficientnet_lite0 has one)")
+        if self.train_backbone_blocks:
+            _require(self.train_backbone_head, f"{section}.train_backbone_blocks", self.train_backbone_blocks,
+                     f"0 unless {section}.train_backbone_head is true (the blocks train as part of the head)")
+        most = max_head_blocks(self.backbone)
+        _require(0 <= self.train_backbone_blocks <= most, f"{section}.train_backbone_blocks",
+                 self.train_backbone_blocks, f"0-{most}" if most else f"0 with backbone {self.backbone}")
+        _require(self.backbone_blocks_lr_mult > 0, f"{section}.backbone_blocks_lr_mult",
+                 self.backbone_blocks_lr_mult, "a number > 0")
         _require(self.optimizer in OPTIMIZERS, f"{section}.optimizer", self.optimizer, ", ".join(OPTIMIZERS))
         _require(self.crop_size >= 16, f"{section}.crop_size", self.crop_size, "an integer >= 16")
         _require(0 <= self.momentum < 1, f"{section}.momentum", self.momentum, "0 <= momentum < 1")

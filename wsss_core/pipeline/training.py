@@ -51,9 +51,10 @@ def train_once(work_dir: Path, train: Callable[[], dict[str, Any]]) -> dict[str,
 
 def freeze_as_configured(backbone: Backbone, config: TrainingConfig) -> bool:
     """Freeze a stage's backbone as its config says (freeze_backbone, with
-    train_backbone_head); True when it is frozen."""
+    train_backbone_head and train_backbone_blocks); True when it is frozen."""
     if config.freeze_backbone:
-        backbone.freeze(train_head=config.train_backbone_head)
+        backbone.freeze(train_head=config.train_backbone_head, head_blocks=config.train_backbone_blocks,
+                        head_blocks_lr_mult=config.backbone_blocks_lr_mult)
     return config.freeze_backbone
 
 
@@ -169,9 +170,11 @@ def build_optimizer(param_groups: list[dict], kind: str = "sgd", momentum: float
     for new layers make up for SGD's small gradients there, but Adam's step does
     not scale with the gradient, so they become 10-20x larger steps, which killed
     every ReLU of the demo's DeepLab head (constant logits: background everywhere).
+    It keeps a group's "lr_scale" (a frozen backbone's trainable blocks, `reference_param_groups`).
     """
     if kind == "adam":
-        groups = [{**g, "lr": g["lr"] / g.get("lr_mult", 1.0), "lr_mult": 1.0} for g in param_groups]
+        groups = [{**g, "lr": g["lr"] / g.get("lr_mult", 1.0) * g.get("lr_scale", 1.0),
+                   "lr_mult": g.get("lr_scale", 1.0)} for g in param_groups]
         return torch.optim.Adam(groups, lr=groups[0]["lr"])
     return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=momentum)
 
