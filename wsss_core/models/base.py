@@ -127,12 +127,11 @@ class Backbone(nn.Module):
         """Serve fixed feature maps from a FeatureMemo in `directory`, keyed by
         the current weights (attach after loading them). With a trainable head
         the memo holds the trunk's maps, keyed by the trunk's weights alone
-        (a trained head reads the same entries), and the head runs on them; with
+        (a trained head reads the same entries; head blocks, left out of that
+        key, give each split point its own), and the head runs on them; with
         a dropped head the same trunk entries are the maps."""
         if self.head_trains or self.head_dropped:
             key, extra = weights_fingerprint(self, skip=self.head_modules()), f"stride {self.stride}, trunk"
-            if self.head_blocks:
-                extra += f" less {self.head_blocks} blocks"
         else:
             key, extra = weights_fingerprint(self), f"stride {self.stride}"
         if self.fixed_dtype is not None:
