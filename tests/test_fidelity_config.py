@@ -36,6 +36,10 @@ def test_sampled_pixels_default_to_train_cams_100_and_the_paper_text_is_one_over
     assert load_config(source, ["cam.num_samples=1"]).cam.num_samples == 1
 
 
+def test_contour_f_scores_a_class_absent_everywhere_as_the_authors_script_does() -> None:
+    assert load_config({}).eval.contour_f_absent == "one"  # icam contour_fscore.py: precision = recall = 1
+
+
 def test_paper_as_printed_fsl_is_one_override_away() -> None:
     cam = load_config({}, ["cam.fsl_normalization=pairs", "cam.fsl_learn=true"]).cam
     assert (cam.fsl_normalization, cam.fsl_learn) == ("pairs", True)
@@ -46,6 +50,7 @@ def test_paper_as_printed_fsl_is_one_override_away() -> None:
     [
         ({"cam": {"fsl_normalization": "mean"}}, "cam.fsl_normalization='mean' is invalid; allowed: pixels, pairs"),
         ({"cam": {"fsl_learn": "no"}}, "cam.fsl_learn='no'"),
+        ({"eval": {"contour_f_absent": "zero"}}, "eval.contour_f_absent='zero' is invalid; allowed: one, skip"),
     ],
 )
 def test_bad_fidelity_values_are_refused_with_one_line(override: dict, fragment: str) -> None:

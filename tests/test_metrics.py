@@ -197,6 +197,26 @@ def test_contour_f_class_without_any_boundary_scores_one_and_one_sided_scores_ze
     assert metric.compute()["mean"] == pytest.approx(0.5)
 
 
+def test_contour_f_skip_rule_leaves_only_classes_absent_everywhere_out_of_the_mean():
+    gt = square(50, 50, 5, 5, 20, label=1) + square(50, 50, 30, 30, 10, label=3)
+    pred = square(50, 50, 5, 5, 20, label=1) + square(50, 50, 30, 5, 10, label=2)
+    metric = ContourFScore(5)
+    metric.update(pred, gt)
+    skipped = metric.compute(absent="skip")
+    assert skipped["per_class"][1:4] == [1.0, 0.0, 0.0]  # a predicted-only class still scores 0
+    assert np.isnan(skipped["per_class"][4]) and np.isnan(skipped["precision"][4])
+    assert skipped["mean"] == pytest.approx(1 / 3)  # classes 1-3; "one" gives 0.5 (above)
+    assert metric.compute(absent="one")["mean"] == pytest.approx(0.5)
+
+
+def test_contour_f_skip_rule_with_no_class_anywhere_is_nan_and_bad_rule_is_named():
+    metric = ContourFScore(3)
+    metric.update(np.zeros((20, 20), np.uint8), np.zeros((20, 20), np.uint8))
+    assert np.isnan(metric.compute(absent="skip")["mean"])
+    with pytest.raises(ValueError, match=r"^absent='zero' is invalid; allowed: one, skip$"):
+        metric.compute(absent="zero")
+
+
 def test_contour_f_whole_image_class_has_no_boundary():
     metric = ContourFScore(2)
     metric.update(np.ones((20, 20), np.uint8), np.ones((20, 20), np.uint8))

@@ -97,6 +97,21 @@ def test_second_run_hits_the_cache_and_a_stage3_change_reuses_stages_1_and_2(tin
     assert changed.stages[2].key != first.stages[2].key
 
 
+def test_contour_f_absent_rule_reaches_every_stage(tiny_run, tmp_path: Path) -> None:
+    """eval.contour_f_absent=skip on one image per split: the classes missing from it
+    are None in per_class_f and left out of contour_f, in all three stages."""
+    _, _, _, cache = tiny_run
+    skipped = run_pipeline(TINY, tmp_path / "skip", cache_dir=cache, progress=False,
+                           overrides=["eval.contour_f_absent=skip", "eval.max_images=1"])
+    for stage in skipped.stages:
+        for split in stage.metrics.values():
+            scores = split["per_class_f"][1:]
+            scored = [f for f in scores if f is not None]
+            assert split["contour_f"] == pytest.approx(sum(scored) / len(scored))
+            if stage.stage != "segmentation":  # labels keep to the image's classes; DeepLab may not
+                assert None in scores, stage.stage
+
+
 def test_runs_that_differ_only_after_training_share_each_stages_training(tiny_run, tmp_path: Path) -> None:
     first, _, _, cache = tiny_run
     shared = run_pipeline(TINY, tmp_path / "shared", cache_dir=cache, progress=False,
@@ -271,7 +286,7 @@ def test_pool_scores_equal_in_process_scores() -> None:
         gt[:2] = 255
         pred = np.where(rng.random((24, 24)) < 0.7, gt % 255, rng.integers(0, 3, size=(24, 24))).astype(np.uint8)
         items.append(({"a": pred, "b": np.zeros_like(pred)}, gt))
-    kwargs = dict(num_classes=3, bound_th=0.05, total=len(items), desc="t", progress=False)
+    kwargs = dict(num_classes=3, bound_th=0.05, contour_f_absent="one", total=len(items), desc="t", progress=False)
     with ImagePool(0) as inline, ImagePool(2) as pool:
         assert score_split(pool, iter(items), **kwargs) == score_split(inline, iter(items), **kwargs)
 

@@ -21,6 +21,7 @@ from wsss_core.data import DataConfig
 from wsss_core.formulations import FORMULATIONS
 from wsss_core.models.deeplab import HEADS
 from wsss_core.fsl import DEFAULT_MASS, MIN_MASS, NORMALIZATIONS, RESIZERS
+from wsss_core.metrics import ABSENT_CLASS_F
 from wsss_core.yaml_loader import YAMLSyntaxError, load_yaml
 
 POOLINGS = ("gap", "gmp")
@@ -338,6 +339,10 @@ class EvalConfig:
     overlays: how many train images get an overlay PNG per stage.
     workers: process-pool size for CRF and evaluation (0: in-process).
     bound_th: contour-F boundary tolerance (fraction of the image diagonal, DAVIS).
+    contour_f_absent: contour F of a class no image of the split shows or is
+    predicted to show: "one" (scores 1 in the mean; the authors'
+    contour_fscore.py) or "skip" (left out, as mIoU does); see
+    metrics.ABSENT_CLASS_F. They agree wherever every class appears.
     """
 
     splits: tuple[str, ...] = ("train", "val")
@@ -346,6 +351,7 @@ class EvalConfig:
     overlays: int = 4
     workers: int = 2
     bound_th: float = 0.008
+    contour_f_absent: str = "one"
 
     def validate(self, section: str = "eval") -> None:
         for split in self.splits:
@@ -357,6 +363,8 @@ class EvalConfig:
         _require(self.overlays >= 0, "eval.overlays", self.overlays, "an integer >= 0")
         _require(self.workers >= 0, "eval.workers", self.workers, "an integer >= 0")
         _require(0 < self.bound_th < 1, "eval.bound_th", self.bound_th, "0 < bound_th < 1")
+        _require(self.contour_f_absent in ABSENT_CLASS_F, "eval.contour_f_absent", self.contour_f_absent,
+                 ", ".join(ABSENT_CLASS_F))
 
 
 @dataclass(frozen=True)

@@ -123,12 +123,14 @@ def score_split(
     *,
     num_classes: int,
     bound_th: float,
+    contour_f_absent: str,
     total: int,
     desc: str,
     progress: bool,
 ) -> dict[str, dict[str, Any]]:
     """items: (predictions {variant: uint8 [H,W]}, gt [H,W]) per image ->
-    {variant: {"miou", "contour_f", "per_class_iou", "per_class_f"}}."""
+    {variant: {"miou", "contour_f", "per_class_iou", "per_class_f"}}; contour_f_absent:
+    the metrics.ABSENT_CLASS_F rule for classes absent from every map."""
     reduced: pool_tasks.Scores = {}
     tasks = ((chunk, num_classes, bound_th) for chunk in chunked(items))
     for partial in pool.imap(pool_tasks.score_chunk, tasks, desc=desc, total=total, progress=progress):
@@ -138,12 +140,12 @@ def score_split(
                 reduced[variant][1].merge(contour)
             else:
                 reduced[variant] = (miou, contour)
-    return {variant: summarise(miou, contour) for variant, (miou, contour) in reduced.items()}
+    return {variant: summarise(miou, contour, contour_f_absent) for variant, (miou, contour) in reduced.items()}
 
 
-def summarise(miou: Any, contour: Any) -> dict[str, Any]:
+def summarise(miou: Any, contour: Any, contour_f_absent: str) -> dict[str, Any]:
     """Metric objects -> JSON-ready dict (NaN per-class entries become None)."""
-    area, edge = miou.compute(), contour.compute()
+    area, edge = miou.compute(), contour.compute(absent=contour_f_absent)
     return {
         "miou": area["mean"],
         "contour_f": edge["mean"],

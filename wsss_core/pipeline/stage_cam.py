@@ -232,6 +232,7 @@ def evaluate(ctx: StageContext, work_dir: Path) -> tuple[dict[str, dict], dict[s
                 yield {f"{t:g}": cam_label(fg, present, ctx.num_classes, c.bg, t) for t in sweep}, sample.mask
 
         curves[split] = score_split(ctx.pool, items(), num_classes=ctx.num_classes, bound_th=e.bound_th,
+                                    contour_f_absent=e.contour_f_absent,
                                     total=len(indices), desc=f"cam eval ({split})", progress=ctx.runtime.progress)
         played = game.compute()
         pointing[split] = {"pointing": finite(played["mean"]),

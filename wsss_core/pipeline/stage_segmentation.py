@@ -136,6 +136,7 @@ def evaluate(ctx: StageContext, work_dir: Path) -> dict[str, dict]:
         items = (({"pred": read_mask(prediction_path(work_dir, split, dataset.names[i]))}, dataset[i].mask)
                  for i in indices)
         splits[split] = score_split(ctx.pool, items, num_classes=ctx.num_classes, bound_th=ctx.config.eval.bound_th,
+                                    contour_f_absent=ctx.config.eval.contour_f_absent,
                                     total=len(indices), desc=f"segmentation eval ({split})",
                                     progress=ctx.runtime.progress)["pred"]
     return splits
