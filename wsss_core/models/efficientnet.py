@@ -89,7 +89,8 @@ class EfficientNetLite0(Backbone):
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """The head layer: the `head_blocks` last MBConv blocks (none by default), then
-        1x1 conv 320 -> 1280, BatchNorm, ReLU6. [B,320,h,w] -> [B,1280,h,w]."""
+        1x1 conv 320 -> 1280, BatchNorm, ReLU6. [B,320,h,w] (the trunk's map: [B,192 or
+        112,h,w] with head blocks) -> [B,1280,h,w]."""
         net = self.net
         for block in self.head_block_modules():
             x = block(x)  # eval mode (frozen): no drop-connect, as in the trunk's blocks
@@ -99,12 +100,14 @@ class EfficientNetLite0(Backbone):
         return (*self.head_block_modules(), self.net._conv_head, self.net._bn1)
 
     def head_block_modules(self) -> tuple[torch.nn.Module, ...]:
-        blocks = self.net._blocks
-        return tuple(blocks[len(blocks) - self.head_blocks:]) if self.head_blocks else ()
+        return tuple(self.net._blocks)[self._first_head_block():]
 
-    def _trunk_blocks(self) -> list[torch.nn.Module]:
-        blocks = list(self.net._blocks)
-        return blocks[:len(blocks) - self.head_blocks]
+    def _trunk_blocks(self) -> tuple[torch.nn.Module, ...]:
+        return tuple(self.net._blocks)[:self._first_head_block()]
+
+    def _first_head_block(self) -> int:
+        """Index of the first MBConv block run by `head` (len(blocks) when head_blocks is 0)."""
+        return len(self.net._blocks) - self.head_blocks
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits [B,1000] from the stride-8 features (a sanity check
