@@ -25,7 +25,7 @@ $(TEST_STAMP): $(STAMP)
 install: $(TEST_STAMP)
 
 demo: $(STAMP)
-	WSSS_FEATURE_MEMO=$(DEMO_MEMO) $(BIN)/wsss study run search_spaces/demo.yaml --storage $(DEMO_STORAGE) --name demo
+	WSSS_FEATURE_MEMO=$(DEMO_MEMO) $(BIN)/wsss study run search_spaces/studies/demo.yaml --storage $(DEMO_STORAGE) --name demo
 	rm -rf $(DEMO_MEMO)
 	$(BIN)/wsss report $(DEMO_STORAGE)/demo -o $(DEMO_STORAGE)/demo/report.html
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from study.schema import CONFIG_COLUMNS, STAGES
+from wsss_core.stages import FINAL_STAGE, STAGE_LABELS, TABLE_STAGE_LABELS  # noqa: F401  (re-exported)
 
 GROUP_COLUMNS: tuple[str, ...] = tuple(name for name in CONFIG_COLUMNS if name != "seed")
 """Config columns that define a config group (everything but the seed)."""
@@ -19,10 +20,6 @@ GROUP_COLUMNS: tuple[str, ...] = tuple(name for name in CONFIG_COLUMNS if name !
 METRICS: dict[str, str] = {"miou": "Area mIoU (%)", "contour_f": "Contour F-score (%)"}
 """Scalar metrics and their axis titles; stored as fractions, shown in percent."""
 
-STAGE_LABELS: dict[str, str] = {"cam": "CAM pseudo-labels", "affinity": "AffinityNet pseudo-labels",
-                                "segmentation": "Final predictions (DeepLab-v1)"}
-TABLE_STAGE_LABELS: dict[str, str] = {"cam": "CAMs", "affinity": "+ AffinityNet", "segmentation": "+ DeepLab-v1"}
-FINAL_STAGE = STAGES[-1]
 
 
 def scored(frame: pd.DataFrame, stage: str | None = None, split: str | None = "val") -> pd.DataFrame:

@@ -20,9 +20,9 @@ from analysis.frames import (
     scored, seed_stats, trial_status, varying,
 )
 from study.schema import STAGES
+from wsss_core.stages import SHORT_STAGE_LABELS
 
 METRIC_HEADERS: dict[str, str] = {"miou": "Area mIoU", "contour_f": "Contour F-score"}
-SHORT_STAGES: dict[str, str] = {"cam": "CAM", "affinity": "AFF", "segmentation": "DLB"}
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def best_trials_table(frame: pd.DataFrame, split: str = "val", top: int = 10) ->
         trial_rows = rows[rows["trial_id"] == best["trial_id"]].set_index("stage")
         for metric in METRICS:
             for s in stages:
-                record[(METRIC_HEADERS[metric], SHORT_STAGES[s])] = trial_rows.at[s, metric] * 100.0 if s in trial_rows.index else np.nan
+                record[(METRIC_HEADERS[metric], SHORT_STAGE_LABELS[s])] = trial_rows.at[s, metric] * 100.0 if s in trial_rows.index else np.nan
         records.append(record)
     means = pd.DataFrame(records, index=pd.Index(ranking["trial_id"].tolist(), name="trial"))
     means.columns = pd.MultiIndex.from_tuples(means.columns)
@@ -243,8 +243,8 @@ def best_by_study_table(frames: Mapping[str, pd.DataFrame], split: str = "val") 
         rows = _rows_matching(scored(frame, split=split), dict(zip(GROUP_COLUMNS, key)))
         stats = seed_stats(rows, by=("stage",))
         labels.append(f"{name}: {describe(rows.iloc[0], varying(pd.concat([f for f in frames.values()])))}")
-        records.append({(METRIC_HEADERS[m], SHORT_STAGES[s]): stats.at[s, f"{m}_mean"] if s in stats.index else np.nan for m in METRICS for s in stages})
-        stds.append({(METRIC_HEADERS[m], SHORT_STAGES[s]): stats.at[s, f"{m}_std"] if s in stats.index else np.nan for m in METRICS for s in stages})
+        records.append({(METRIC_HEADERS[m], SHORT_STAGE_LABELS[s]): stats.at[s, f"{m}_mean"] if s in stats.index else np.nan for m in METRICS for s in stages})
+        stds.append({(METRIC_HEADERS[m], SHORT_STAGE_LABELS[s]): stats.at[s, f"{m}_std"] if s in stats.index else np.nan for m in METRICS for s in stages})
     if len(records) < 2:
         return None
     index = pd.Index(labels, name="Study: best config")
@@ -256,15 +256,15 @@ def best_by_study_table(frames: Mapping[str, pd.DataFrame], split: str = "val") 
 def _metric_by_stage_table(stats: pd.DataFrame, key: str, key_label: str, stages: list[str], title: str,
                            held: Mapping[str, object], split: str) -> Table:
     values = sorted(stats.index.get_level_values(key).unique())
-    columns = pd.MultiIndex.from_tuples([(METRIC_HEADERS[m], SHORT_STAGES[s]) for m in METRICS for s in stages])
+    columns = pd.MultiIndex.from_tuples([(METRIC_HEADERS[m], SHORT_STAGE_LABELS[s]) for m in METRICS for s in stages])
     means = pd.DataFrame(index=pd.Index([_plain(v) for v in values], name=key_label), columns=columns, dtype=float)
     stds = means.copy()
     for value in values:
         for metric in METRICS:
             for stage in stages:
                 if (value, stage) in stats.index:
-                    means.at[_plain(value), (METRIC_HEADERS[metric], SHORT_STAGES[stage])] = stats.at[(value, stage), f"{metric}_mean"]
-                    stds.at[_plain(value), (METRIC_HEADERS[metric], SHORT_STAGES[stage])] = stats.at[(value, stage), f"{metric}_std"]
+                    means.at[_plain(value), (METRIC_HEADERS[metric], SHORT_STAGE_LABELS[stage])] = stats.at[(value, stage), f"{metric}_mean"]
+                    stds.at[_plain(value), (METRIC_HEADERS[metric], SHORT_STAGE_LABELS[stage])] = stats.at[(value, stage), f"{metric}_std"]
     return Table(f"{title} ({split})", means, stds, _held_caption(held))
 
 

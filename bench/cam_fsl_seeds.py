@@ -3,7 +3,7 @@
     python bench/cam_fsl_seeds.py [CONFIG.yaml] [--seeds 0 1 2] [--lambdas 0 0.5 1] [--jobs 2] [--set key=value ...]
 
 Runs only stage 1 (run_pipeline(until="cam")) of CONFIG (default: the demo
-pipeline, search_spaces/pipeline_demo.yaml) for every seed x lambda x FSL
+pipeline, search_spaces/pipelines/demo.yaml) for every seed x lambda x FSL
 off/on, `--jobs` at a time with one thread each, on a fresh temporary cache
 and feature memo. Prints one line per run (val mIoU, contour F, and the
 foreground classes whose val IoU is below 1%: never predicted; and those whose
@@ -32,7 +32,7 @@ from wsss_core.pipeline import run_pipeline
 from wsss_core.pipeline.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "search_spaces" / "pipeline_demo.yaml"
+DEMO = REPO / "search_spaces" / "pipelines" / "demo.yaml"
 NOT_PREDICTED_IOU = 0.01  # analysis.findings.PREDICTED_IOU (not imported: bench/study.py shadows the study package here)
 
 

@@ -3,7 +3,7 @@
 Times one training step (forward, backward of the layers that train: the new
 ones and, with train_backbone_head, the frozen backbone's head conv) and one
 inference forward per image of the CAM network and DeepLab of
-`search_spaces/pipeline_demo.yaml` at their training crop and output stride
+`search_spaces/pipelines/demo.yaml` at their training crop and output stride
 (224 px, stride 8), batch 8, on one thread by default.
 Both layouts are timed in the same run, alternating, best of `--repeats`; the
 ratio is NCHW time / NHWC time (> 1: channels_last is faster).
@@ -25,7 +25,7 @@ from wsss_core.pipeline.training import freeze_as_configured
 
 from speed_timing import ms_per_image, speed_arguments
 
-CONFIG = "search_spaces/pipeline_demo.yaml"
+CONFIG = "search_spaces/pipelines/demo.yaml"
 BATCH = 8
 NUM_CLASSES = 6
 

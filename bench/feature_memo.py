@@ -2,7 +2,7 @@
 
     python bench/feature_memo.py [--set key=value ...]
 
-Runs the demo pipeline (search_spaces/pipeline_demo.yaml, frozen backbones in
+Runs the demo pipeline (search_spaces/pipelines/demo.yaml, frozen backbones in
 every stage) twice with a fresh stage cache and an empty memo: first as one
 trial (cam.lam=0.5), then as a second trial of a sweep (cam.lam=0.0), which
 feeds the frozen backbones the same crops. Prints per stage the wall seconds
@@ -20,7 +20,7 @@ from pathlib import Path
 from wsss_core.models.feature_memo import MEMO_ENV
 from wsss_core.pipeline import run_pipeline
 
-DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_demo.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "demo.yaml"
 
 
 def timed_run(tmp: Path, name: str, overrides: list[str]):

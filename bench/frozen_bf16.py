@@ -1,7 +1,7 @@
 """CPU speed of `runtime.frozen_bf16`: a frozen backbone's fixed maps under
 bfloat16 autocast vs float32, for the demo's stages.
 
-Times the fixed part each stage of `search_spaces/pipeline_demo.yaml` computes
+Times the fixed part each stage of `search_spaces/pipelines/demo.yaml` computes
 on a frozen EfficientNet-Lite0 (CAM network and DeepLab: the trunk at their
 224 px crops, stride 8; AffinityNet: the whole backbone at its 96 px crops),
 batch 8, channels_last, one thread by default. Both precisions are timed in the
@@ -27,7 +27,7 @@ from wsss_core.pipeline.training import freeze_as_configured
 
 from speed_timing import ms_per_image, speed_arguments
 
-CONFIG = "search_spaces/pipeline_demo.yaml"
+CONFIG = "search_spaces/pipelines/demo.yaml"
 BATCH = 8
 NUM_CLASSES = 6
 

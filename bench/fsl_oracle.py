@@ -26,7 +26,7 @@ each, on a fresh temporary cache and feature memo) and prints:
 --start blurred-truth trains nothing: the ground truth at the map size,
 blurred by a Gaussian of --blur cells, is the start (FSL's premise on the
 photos of CONFIG, e.g. the paper's geometry on real photos:
-search_spaces/pipeline_paper_voc.yaml --set data.root=...).
+search_spaces/pipelines/paper_voc.yaml --set data.root=...).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ from wsss_core.pipeline.stage_cam import cam_label, read_cam
 from fsl_pairs import map_inputs  # bench/ is the script's directory
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "search_spaces" / "pipeline_demo.yaml"
+DEMO = REPO / "search_spaces" / "pipelines" / "demo.yaml"
 OPTIMIZER_LR = 0.05
 LOG_FLOOR = 1e-4
 

@@ -15,8 +15,8 @@ The geometry is the config's CAM stage: each image is resized to long side
 cam.crop_size, then to the map size (crop_size / output_stride on the long
 side) with cam.fsl_resize; masks by nearest neighbour; sigma and mu are
 cam.fsl_sigma_init and cam.fsl_mu_init. Without CONFIG: the demo
-(search_spaces/pipeline_demo.yaml), then, where ../shared/data/voc2012-mini is
-present, the authors' geometry on real photos (pipeline_paper_voc.yaml: 448
+(search_spaces/pipelines/demo.yaml), then, where ../shared/data/voc2012-mini is
+present, the authors' geometry on real photos (pipelines/paper_voc.yaml: 448
 px, stride 8, sigma 5, mu 2.5).
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ from wsss_core.fsl import RESIZERS, dissimilarity_sign, gaussian_weight, window_
 from wsss_core.pipeline.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "search_spaces" / "pipeline_demo.yaml"
-PAPER = REPO / "search_spaces" / "pipeline_paper_voc.yaml"
+DEMO = REPO / "search_spaces" / "pipelines" / "demo.yaml"
+PAPER = REPO / "search_spaces" / "pipelines" / "paper_voc.yaml"
 VOC_MINI = REPO.parent / "shared" / "data" / "voc2012-mini"
 PAIR_TYPES = ("object", "background", "different")
 

@@ -3,7 +3,7 @@
     python bench/label_quality.py [CONFIG.yaml] [--cache DIR] [--set key=value ...]
 
 Runs (or finds in the stage cache) stages 1-2 of CONFIG (default: the demo
-pipeline, search_spaces/pipeline_demo.yaml) and scores the labels each hand-off
+pipeline, search_spaces/pipelines/demo.yaml) and scores the labels each hand-off
 trains on against the train split's ground-truth masks:
 
 - CAM -> AffinityNet: the confident CRF labels (psa's rule, cam.crf_alpha_low /
@@ -33,7 +33,7 @@ from wsss_core.pipeline.cache import LocalStageStore, default_cache_dir
 from wsss_core.pipeline.stage_cam import crf_label_path
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "search_spaces" / "pipeline_demo.yaml"
+DEMO = REPO / "search_spaces" / "pipelines" / "demo.yaml"
 IGNORE = 255
 
 

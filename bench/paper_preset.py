@@ -3,7 +3,7 @@ paper's VOC preset, with runtime.amp off and on.
 
     python bench/paper_preset.py [--steps N] [--device auto|cuda|cpu] [--set key=value ...]
 
-The preset (search_spaces/pipeline_paper_voc.yaml: ResNet-38d at output
+The preset (search_spaces/pipelines/paper_voc.yaml: ResNet-38d at output
 stride 8, 448 px crops, the authors' batch sizes, the siamese CAM network with
 PCM and FSL, the 64-step random walk, DeepLab-v1 with multi-scale inference and
 CRF) runs on the synthetic VOC-layout set with random-init weights
@@ -37,7 +37,7 @@ import torch
 from wsss_core.pipeline import STAGES, ConfigError, load_config, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-PRESET = REPO / "search_spaces" / "pipeline_paper_voc.yaml"
+PRESET = REPO / "search_spaces" / "pipelines" / "paper_voc.yaml"
 
 
 def preset_overrides(args: argparse.Namespace) -> list[str]:

@@ -2,8 +2,8 @@
 
     python bench/pipeline.py [CONFIG.yaml] [--set key=value ...]
 
-Without CONFIG: the demo pipeline (search_spaces/pipeline_demo.yaml), then the
-real-photo CPU preset (search_spaces/pipeline_voc_cpu.yaml) on the mini VOC set
+Without CONFIG: the demo pipeline (search_spaces/pipelines/demo.yaml), then the
+real-photo CPU preset (search_spaces/pipelines/voc_cpu.yaml) on the mini VOC set
 at ../shared/data/voc2012-mini (resolved from the repository; skipped, with a
 message, when the folder is absent). --set applies to every config run.
 
@@ -29,8 +29,8 @@ from wsss_core.models.feature_memo import MEMO_ENV
 from wsss_core.pipeline import load_config, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "search_spaces" / "pipeline_demo.yaml"
-REAL = REPO / "search_spaces" / "pipeline_voc_cpu.yaml"
+DEMO = REPO / "search_spaces" / "pipelines" / "demo.yaml"
+REAL = REPO / "search_spaces" / "pipelines" / "voc_cpu.yaml"
 VOC_MINI = REPO.parent / "shared" / "data" / "voc2012-mini"
 
 

@@ -22,7 +22,7 @@ import ray
 from study.runner import run_study
 from study.spec import parse_spec
 
-TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml")
+TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "tiny.yaml")
 
 
 def timed_study(trials: int, concurrent: int, storage: Path) -> tuple[float, float]:

@@ -85,7 +85,7 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
                     "and print the status table. Exit code 0: every trial completed; 1: some trial failed "
                     "(one line each on stderr); 2: a bad spec, name, data set or folder (nothing is run); "
                     "3: stopped (Ctrl-C) with trials not finished, none failed (`wsss study resume` continues).")
-    run.add_argument("spec", help="study spec YAML (see search_spaces/)")
+    run.add_argument("spec", help="study spec YAML (see search_spaces/studies/)")
     run.add_argument("--storage", default=default_storage, help=storage_help)
     run.add_argument("--name", help="study name, the folder <storage>/<name> (default: the spec's name)")
     run.add_argument("--address", help=address_help)

@@ -21,8 +21,7 @@ import pyarrow as pa
 SCHEMA_VERSION = 4
 READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
 
-STAGES: tuple[str, ...] = ("cam", "affinity", "segmentation")
-"""Pipeline stages in order; the stage index (1-based) is Tune's time attribute."""
+from wsss_core.stages import STAGES  # noqa: F401  (re-exported: the stage column's values)
 
 SPLITS: tuple[str, ...] = ("train", "val")
 

@@ -1,6 +1,6 @@
 """Study specs: a base pipeline config + a search space + search settings + seeds.
 
-A spec is YAML (see search_spaces/*.yaml)::
+A spec is YAML (see search_spaces/studies/*.yaml)::
 
     name: fig3_gap
     base: pipeline_voc.yaml          # path relative to the spec, or an inline mapping
@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from wsss_core.stages import STAGES
 from wsss_core.yaml_loader import YAMLSyntaxError, load_yaml
 
 AXIS_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -49,7 +50,6 @@ SEED_KEY = "runtime.seed"
 DEVICE_KEY = "runtime.device"
 PATH_KEYS = ("data.root", "data.label_source", "cam.weights", "affinity.weights", "segmentation.weights")
 """Keys whose relative file paths are resolved when the spec is loaded."""
-LAST_STAGE = 3  # the pipeline's stages: cam, affinity, segmentation
 NAME_CHARS = "-_."
 NAME_MAX = 100
 TOP_KEYS = ("name", "description", "base", "fixed", "space", "seeds", "search", "scheduler", "resources", "failure")
@@ -222,6 +222,12 @@ def merge_dotted(base: dict[str, Any], dotted: dict[str, Any]) -> dict[str, Any]
     return nested
 
 
+def _pipeline_sections() -> tuple[str, ...]:
+    from wsss_core.pipeline.config import SECTIONS
+
+    return tuple(SECTIONS)
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a spec file; `base` paths resolve relative to it."""
     path = Path(path)
@@ -240,6 +246,9 @@ def load_spec(path: str | Path) -> StudySpec:
 def parse_spec(raw: dict[str, Any], *, base_dir: str | Path = ".") -> StudySpec:
     """Validate a spec mapping (as in the YAML) into a StudySpec."""
     unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown and set(unknown) <= set(_pipeline_sections()):
+        raise SpecError(f"this file is a pipeline config, not a study spec (it has section {unknown[0]!r}); run it "
+                        "with `wsss pipeline run`, or name it as `base:` of a study spec")
     if unknown:
         raise SpecError(f"unknown spec key {unknown[0]!r}; allowed: {', '.join(TOP_KEYS)}")
     name = check_study_name(raw.get("name"), "name")
@@ -448,8 +457,8 @@ def _validate_settings(spec: StudySpec) -> None:
         (search.mode in MODES, "search.mode", search.mode, ", ".join(MODES)),
         (search.max_concurrent >= 0, "search.max_concurrent", search.max_concurrent, "an integer >= 0 (0: as resources allow)"),
         (scheduler.type in SCHEDULERS, "scheduler.type", scheduler.type, ", ".join(SCHEDULERS)),
-        (1 <= scheduler.grace_period < LAST_STAGE, "scheduler.grace_period", scheduler.grace_period,
-         f"an integer stage count in 1..{LAST_STAGE - 1} (ASHA stops trials only before the last stage)"),
+        (1 <= scheduler.grace_period < len(STAGES), "scheduler.grace_period", scheduler.grace_period,
+         f"an integer stage count in 1..{len(STAGES) - 1} (ASHA stops trials only before the last stage)"),
         (scheduler.reduction_factor > 1, "scheduler.reduction_factor", scheduler.reduction_factor, "a number > 1"),
         (resources.cpus > 0, "resources.cpus", resources.cpus, "a number > 0"),
         (0 <= resources.gpus <= 1, "resources.gpus", resources.gpus,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from study.store import resolve
-from wsss_core.pipeline.cache import default_cache_dir, remove_names
+from wsss_core.pipeline.cache import LocalStageStore, StageStore, default_cache_dir, remove_names
 
 DONE = "_DONE"
 REACH_FOLDER = "_reach"
@@ -142,3 +142,11 @@ def check_reachable(marker: str, node: str) -> None:
     cache = marker.rsplit(f"/{REACH_FOLDER}/", 1)[0]
     raise RuntimeError(f"stage cache {cache} is not reachable from node {node}; allowed: a folder every node "
                        f"mounts at the same path (--cache) or an object-store storage such as s3://")
+
+
+def open_stage_store(cache: str) -> tuple[StageStore, Path]:
+    """(StageStore, this node's local cache folder) of a cache folder or URI."""
+    if "://" not in cache:
+        return LocalStageStore(cache), Path(cache)
+    store = ObjectStageStore(cache)
+    return store, store.local

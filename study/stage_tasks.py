@@ -43,7 +43,7 @@ whole CPU per waiting trial could leave no CPU for the stage tasks (N trials of
 @ray.remote(max_retries=0)
 def _compute(config: Any, stage: str, key: str, cache: str) -> str:
     """Compute and publish `stage` of `config` into the stage cache; this task's log."""
-    from study.trainable import stage_store
+    from study.stage_store import open_stage_store
     from wsss_core.pipeline.runner import compute_stage
 
     text = io.StringIO()
@@ -54,7 +54,7 @@ def _compute(config: Any, stage: str, key: str, cache: str) -> str:
     log.propagate = False
     log.addHandler(handler)
     try:
-        store, local = stage_store(cache)
+        store, local = open_stage_store(cache)
         compute_stage(config, stage, cache_dir=local, store=store, key=key, log=log)
     finally:
         log.removeHandler(handler)

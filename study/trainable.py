@@ -30,7 +30,7 @@ from typing import Any
 from study.artifacts import overlay_folder, trial_folder, upload_stage
 from study.leases import ActorLeases
 from study.stage_tasks import TRIAL_CPUS, StageTasks
-from study.stage_store import ObjectStageStore, check_reachable
+from study.stage_store import check_reachable, open_stage_store
 from study.schema import STAGES
 from study.spec import SEED_KEY, StudySpec
 
@@ -135,7 +135,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     out_dir = Path(scratch.name)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
     check_reachable(setup.reach_marker, node)
-    store, local_cache = stage_store(setup.cache)
+    store, local_cache = open_stage_store(setup.cache)
     version = code_version()
     class_names = list(build_dataset(pipeline_config.data, "val", cache_dir=local_cache / "data").class_names)
 
@@ -181,13 +181,3 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         run_pipeline(pipeline_config, out_dir, cache_dir=local_cache, on_stage_end=report, progress=False,
                      store=store, leases=ActorLeases(f"{setup.study}/{trial_id}", ttl=setup.spec.failure.lease_timeout),
                      compute=compute)
-
-
-def stage_store(cache: str) -> tuple[Any, Path]:
-    """(StageStore, this node's local cache folder) of a cache path or URI."""
-    from wsss_core.pipeline.cache import LocalStageStore
-
-    if "://" not in cache:
-        return LocalStageStore(cache), Path(cache)
-    store = ObjectStageStore(cache)
-    return store, store.local

@@ -16,7 +16,7 @@ from wsss_core.models import build_backbone
 from wsss_core.models.feature_memo import MEMO_ENV, STALE_CLAIM_SECONDS, FeatureMemo
 from wsss_core.pipeline import run_pipeline
 
-TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml"
+TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "tiny.yaml"
 FROZEN = [f"{stage}.freeze_backbone=true" for stage in ("cam", "affinity", "segmentation")]
 
 

@@ -10,7 +10,7 @@ from study.spec import expand_grid, load_spec
 from wsss_core.pipeline.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_PRESETS = ["pipeline_paper_voc.yaml", "pipeline_paper_coco.yaml"]
+PAPER_PRESETS = ["pipelines/paper_voc.yaml", "pipelines/paper_coco.yaml"]
 
 
 def test_fsl_defaults_are_the_authors_code() -> None:
@@ -63,7 +63,7 @@ AUTHORS_SPECS = ["fig2_gmp_lambda_fsl", "fig3_gap_lambda_fsl", "figs5_8_fine_lam
 
 
 def _trial_configs(name: str):
-    spec = load_spec(REPO / "search_spaces" / f"{name}.yaml")
+    spec = load_spec(REPO / "search_spaces" / "studies" / f"{name}.yaml")
     return [load_config(spec.pipeline_dict(point)) for point in expand_grid(spec)]
 
 

@@ -12,7 +12,7 @@ from wsss_core.pipeline.config import RuntimeConfig, load_config
 from wsss_core.pipeline.native_bf16 import cpu_bf16_flags, native_bf16
 from wsss_core.pipeline.training import Runtime
 
-DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_demo.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "demo.yaml"
 X86_FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni {}\nbugs\t\t: spectre_v1\n"
 ARM_FEATURES = "processor\t: 0\nFeatures\t: fp asimd sve {}\nCPU implementer\t: 0x41\n"
 

@@ -23,7 +23,7 @@ from wsss_core.pipeline.evaluate import ImagePool, score_split
 from wsss_core.pipeline.training import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "search_spaces" / "pipeline_tiny.yaml"
+TINY = REPO / "search_spaces" / "pipelines" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")

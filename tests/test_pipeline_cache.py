@@ -14,7 +14,7 @@ from wsss_core.pipeline.cache import (
 )
 from wsss_core.pipeline.config import load_config
 
-TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml"
+TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "tiny.yaml"
 
 
 def test_stage_key_depends_on_every_input() -> None:

@@ -12,7 +12,7 @@ from wsss_core.pipeline import run_pipeline
 from wsss_core.pipeline.cache import LocalStageStore
 from wsss_core.pipeline.runner import compute_stage
 
-TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml"
+TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "tiny.yaml"
 CUDA_ONLY = ["runtime.device=cuda"]
 
 

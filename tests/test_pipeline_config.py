@@ -10,18 +10,17 @@ import pytest
 from wsss_core.pipeline.config import ConfigError, PipelineConfig, config_to_dict, flatten_config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "search_spaces").glob("pipeline_*.yaml"))
+CONFIGS = sorted((REPO / "search_spaces" / "pipelines").glob("*.yaml"))
 
 
 def test_every_shipped_pipeline_config_loads() -> None:
     names = {p.name for p in CONFIGS}
-    assert {"pipeline_demo.yaml", "pipeline_tiny.yaml", "pipeline_voc_cpu.yaml",
-            "pipeline_paper_voc.yaml", "pipeline_paper_coco.yaml"} <= names
+    assert {"demo.yaml", "tiny.yaml", "voc_cpu.yaml", "paper_voc.yaml", "paper_coco.yaml"} <= names
     for path in CONFIGS:
         assert isinstance(load_config(path), PipelineConfig)
 
 
-@pytest.mark.parametrize("name", ["pipeline_paper_voc.yaml", "pipeline_paper_coco.yaml"])
+@pytest.mark.parametrize("name", ["pipelines/paper_voc.yaml", "pipelines/paper_coco.yaml"])
 def test_paper_configs_hold_the_papers_settings(name: str) -> None:
     cfg = load_config(REPO / "search_spaces" / name)
     cam = cfg.cam
@@ -83,7 +82,7 @@ def test_overrides_and_dotted_keys() -> None:
 
 
 def test_flatten_gives_dotted_scalar_columns_and_round_trips() -> None:
-    cfg = load_config(REPO / "search_spaces" / "pipeline_demo.yaml")
+    cfg = load_config(REPO / "search_spaces" / "pipelines" / "demo.yaml")
     flat = flatten_config(cfg)
     assert flat["cam.lam"] == cfg.cam.lam and flat["cam.pooling"] == "gmp"
     assert flat["cam.infer_scales"] == ",".join(str(s) for s in cfg.cam.infer_scales)
@@ -102,3 +101,9 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "wsss pipeline run: cam.lam=2.0 is invalid; allowed: a number in [0, 1]"
+
+
+def test_a_study_spec_given_as_a_pipeline_config_names_the_right_command() -> None:
+    spec = REPO / "search_spaces" / "studies" / "demo.yaml"
+    with pytest.raises(ConfigError, match=r"is a study spec, not a pipeline config; run it with `wsss study run"):
+        load_config(spec)

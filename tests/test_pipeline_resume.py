@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "search_spaces" / "pipeline_tiny.yaml"
+TINY = REPO / "search_spaces" / "pipelines" / "tiny.yaml"
 OVERRIDES = ["cam.epochs=6"]
 
 

@@ -20,7 +20,7 @@ from wsss_core.data import DataError, VOCDataset, read_image, read_mask, verify_
 from wsss_core.data.labels import read_label_file
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "search_spaces" / "pipeline_tiny.yaml"
+TINY = REPO / "search_spaces" / "pipelines" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")

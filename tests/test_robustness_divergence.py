@@ -20,7 +20,7 @@ from wsss_core.pipeline.config import RuntimeConfig, TrainingConfig
 from wsss_core.pipeline.training import Runtime, fit
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "search_spaces" / "pipeline_tiny.yaml"
+TINY = REPO / "search_spaces" / "pipelines" / "tiny.yaml"
 STEPS = 4
 
 

@@ -15,7 +15,7 @@ from study.spec import SpecError, load_spec, parse_spec
 from wsss_core.pipeline.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "search_spaces" / "pipeline_tiny.yaml"
+TINY = REPO / "search_spaces" / "pipelines" / "tiny.yaml"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -81,7 +81,7 @@ def test_valid_study_names() -> None:
 @pytest.mark.parametrize("name", ["../escaped", "a/b"])
 def test_cli_refuses_bad_names_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
     storage = tmp_path / "runs"
-    spec = REPO / "search_spaces" / "demo.yaml"
+    spec = REPO / "search_spaces" / "studies" / "demo.yaml"
     code, err = run(capsys, "study", "run", str(spec), "--storage", str(storage), "--name", name)
     assert code == 2 and err.startswith(f"wsss study run: --name={name!r} is invalid; allowed:")
     assert "\n" not in err
@@ -94,7 +94,7 @@ def test_cli_refuses_bad_names_before_writing(tmp_path: Path, capsys: pytest.Cap
 def test_files_where_folders_belong_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a_file = tmp_path / "a_file"
     a_file.write_text("")
-    spec = str(REPO / "search_spaces" / "demo.yaml")
+    spec = str(REPO / "search_spaces" / "studies" / "demo.yaml")
     cases = [
         (["pipeline", "run", str(TINY), "--out", str(a_file)], f"wsss pipeline run: --out={str(a_file)!r} is a file"),
         (["pipeline", "run", str(TINY), "--out", str(tmp_path / "o"), "--cache", str(a_file)],

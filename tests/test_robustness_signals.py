@@ -18,7 +18,7 @@ psutil = pytest.importorskip("psutil")
 from wsss_core.pipeline.evaluate import ImagePool  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "search_spaces" / "pipeline_tiny.yaml"
+TINY = REPO / "search_spaces" / "pipelines" / "tiny.yaml"
 # Two pool workers, and enough stage-3 epochs that the run is still going once they exist.
 OVERRIDES = ["eval.workers=2", "segmentation.epochs=30"]
 

@@ -23,7 +23,7 @@ from study.runner import study_status  # noqa: E402
 from wsss_core.data import read_mask, write_synthetic_voc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "search_spaces" / "pipeline_tiny.yaml")
+TINY = str(REPO / "search_spaces" / "pipelines" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")

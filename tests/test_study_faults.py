@@ -28,7 +28,7 @@ from study.spec import parse_spec  # noqa: E402
 from tests.test_study_run import journal_trials  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "search_spaces" / "pipeline_tiny.yaml")
+TINY = str(ROOT / "search_spaces" / "pipelines" / "tiny.yaml")
 SPLITS = ("train", "val")
 
 

@@ -21,7 +21,7 @@ from study.runner import run_study, study_status  # noqa: E402
 from study.spec import parse_spec  # noqa: E402
 from study.trainable import trial_resources  # noqa: E402
 
-TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml")
+TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "tiny.yaml")
 GPU_SPEC = {"base": TINY, "resources": {"cpus": 1, "gpus": 1}, "fixed": {"runtime.device": "cpu"}}
 
 

@@ -105,7 +105,7 @@ def test_study_survives_a_lost_node_and_a_lost_driver_on_s3(cluster, tmp_path):
     wait_for_nodes(address, nodes, env, tmp_path)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({
-        "name": "nodes", "base": str(ROOT / "search_spaces" / "pipeline_tiny.yaml"),
+        "name": "nodes", "base": str(ROOT / "search_spaces" / "pipelines" / "tiny.yaml"),
         "space": {"segmentation.lr": {"grid": [0.01, 0.02]}},
         # Stage 2 long enough (~15 s quiet) that the node is lost while it runs: at the tiny
         # config's 1 epoch (0.3 s) a quiet machine finished the trial before the kill.

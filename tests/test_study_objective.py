@@ -15,7 +15,7 @@ from study.objective import FinalStageOptunaSearch  # noqa: E402
 from study.runner import default_concurrency  # noqa: E402
 from study.spec import parse_spec  # noqa: E402
 
-TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml")
+TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "tiny.yaml")
 
 
 def result(stage_index, miou):

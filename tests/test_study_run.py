@@ -17,7 +17,7 @@ from study.runner import StudyError, run_study, study_status  # noqa: E402
 from study.schema import STAGES  # noqa: E402
 from study.spec import parse_spec  # noqa: E402
 
-TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipeline_tiny.yaml")
+TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")

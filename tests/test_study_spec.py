@@ -11,7 +11,7 @@ import yaml
 from study.spec import SpecError, expand_grid, load_spec, num_trials, optuna_space, parse_spec
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-TINY = {"base": str(SPACES / "pipeline_tiny.yaml")}
+TINY = {"base": str(SPACES / "pipelines/tiny.yaml")}
 
 
 def spec(**entries):
@@ -121,7 +121,7 @@ def test_optuna_space_suggests_conditional_keys_only_when_active():
     assert all(1 <= p["cam.num_samples"] <= 4 for p in seen)
 
 
-SHIPPED = sorted(p for p in SPACES.glob("*.yaml") if not p.name.startswith("pipeline_"))
+SHIPPED = sorted((SPACES / "studies").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -136,7 +136,7 @@ def test_shipped_specs_are_valid(path):
 
 
 def test_demo_spec_is_the_issue_grid():
-    study = load_spec(SPACES / "demo.yaml")
+    study = load_spec(SPACES / "studies" / "demo.yaml")
     points = expand_grid(study)
     assert sorted((p["cam.lam"], p["cam.fsl"]) for p in points) == sorted(
         (lam, fsl) for lam in (0.0, 0.5, 1.0) for fsl in (False, True)
@@ -156,3 +156,8 @@ def test_relative_paths_are_resolved_at_spec_load(tmp_path, monkeypatch):
     assert loaded.axes[0].values == ("default", str(tmp_path / "w.pth"))
     monkeypatch.chdir("/")
     assert parse_spec(loaded.to_dict()) == loaded  # resumed elsewhere: the same files
+
+
+def test_a_pipeline_config_given_as_a_spec_names_the_right_command() -> None:
+    with pytest.raises(SpecError, match=r"pipeline config, not a study spec .*wsss pipeline run"):
+        load_spec(SPACES / "pipelines" / "tiny.yaml")

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run", help="run all three stages and write metrics.json, overlays and a log (a rerun resumes)",
         description=RUN_DESCRIPTION,
     )
-    run.add_argument("config", help="pipeline config YAML (e.g. search_spaces/pipeline_demo.yaml)")
+    run.add_argument("config", help="pipeline config YAML (e.g. search_spaces/pipelines/demo.yaml)")
     run.add_argument("--out", required=True, help="output folder (created if missing; required)")
     run.add_argument("--cache", default=None,
                      help="stage cache folder (default: $WSSS_CACHE, else ~/.cache/wsss)")

@@ -427,6 +427,10 @@ SECTIONS: dict[str, type] = {
 }
 
 
+STUDY_SPEC_KEYS = frozenset({"base", "fixed", "space", "seeds", "search", "scheduler", "resources", "failure"})
+"""Top-level keys only a study spec has: a file with them is named as one when given to `wsss pipeline run`."""
+
+
 def load_config(source: str | Path | dict | PipelineConfig, overrides: list[str] | None = None) -> PipelineConfig:
     """A YAML file path, a dict (nested sections or dotted keys) or a config ->
     validated PipelineConfig. `overrides`: "section.key=value" strings (values
@@ -443,6 +447,8 @@ def load_config(source: str | Path | dict | PipelineConfig, overrides: list[str]
             raise ConfigError(str(error)) from None
         if not isinstance(source, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(source).__name__}")
+        if STUDY_SPEC_KEYS & set(map(str, source)) and not set(SECTIONS) & set(map(str, source)):
+            raise ConfigError(f"{path} is a study spec, not a pipeline config; run it with `wsss study run {path}`")
     nested = _nest(source)
     for item in overrides or []:
         _merge(nested, _nest(parse_override(item)))

@@ -8,8 +8,8 @@ from typing import Any
 
 from wsss_core.data import verify_dataset
 from wsss_core.pipeline.config import ConfigError, PipelineConfig
+from wsss_core.stages import STAGES
 
-TRAINED_STAGES = ("cam", "affinity", "segmentation")
 
 
 def check_folder(path: str | Path, name: str) -> Path:
@@ -38,7 +38,7 @@ def check_data(datasets: dict[str, Any], *, progress: bool = False) -> int:
 def check_crops(config: PipelineConfig, largest_side: int) -> None:
     """Each trained stage's crop must not exceed every training image it sees
     (after the random resize when resize_long is set); else all crops are padding."""
-    for section in TRAINED_STAGES:
+    for section in STAGES:
         train = getattr(config, section)
         if train.resize_long is None:
             limit, seen = largest_side, "train image"

@@ -40,8 +40,8 @@ from wsss_core.pipeline.evaluate import ImagePool
 from wsss_core.pipeline.lifetime import Interrupted, stop_on_signals
 from wsss_core.pipeline.preflight import check_folder, check_inputs
 from wsss_core.pipeline.training import TRAINED_FILES, TRAINED_NAME, Runtime
+from wsss_core.stages import STAGES
 
-STAGES = ("cam", "affinity", "segmentation")
 LOG_NAME = "pipeline.log"
 METRICS_NAME = "metrics.json"
 PARTIAL_METRICS_NAME = "metrics.partial.json"
