@@ -316,3 +316,17 @@ def test_cuda_path_with_amp_and_channels_last(tmp_path: Path) -> None:
     result = run_pipeline(TINY, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False,
                           overrides=["runtime.device=cuda", "runtime.amp=true", "runtime.channels_last=true"])
     assert all(0.0 <= r.metrics["val"]["miou"] <= 1.0 for r in result.stages)
+
+
+def test_on_epoch_receives_every_training_epoch_of_every_stage(tmp_path: Path) -> None:
+    records = []
+    cfg = load_config(TINY)
+    run_pipeline(cfg, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False, on_epoch=records.append)
+    seen = [(r.stage, r.epoch) for r in records]
+    expected = [(stage, epoch) for stage in ("cam", "affinity", "segmentation")
+                for epoch in range(1, getattr(cfg, stage).epochs + 1)]
+    assert seen == expected
+    assert all(r.images > 0 and r.seconds > 0 and r.step > 0 and "loss" in r.losses for r in records)
+    for stage in ("cam", "affinity", "segmentation"):
+        lrs = [r.lr for r in records if r.stage == stage]
+        assert 0 < lrs[-1] and lrs == sorted(lrs, reverse=True) and lrs[0] <= getattr(cfg, stage).lr

@@ -39,7 +39,7 @@ from wsss_core.pipeline.context import StageContext, read_stage_metrics
 from wsss_core.pipeline.evaluate import ImagePool
 from wsss_core.pipeline.lifetime import Interrupted, stop_on_signals
 from wsss_core.pipeline.preflight import check_folder, check_inputs
-from wsss_core.pipeline.training import TRAINED_FILES, TRAINED_NAME, Runtime
+from wsss_core.pipeline.training import TRAINED_FILES, TRAINED_NAME, EpochRecord, Runtime
 from wsss_core.stages import STAGES
 
 LOG_NAME = "pipeline.log"
@@ -92,6 +92,7 @@ def run_pipeline(
     *,
     cache_dir: str | Path | None = None,
     on_stage_end: Callable[[StageResult], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
     overrides: list[str] | None = None,
     store: StageStore | None = None,
@@ -111,7 +112,8 @@ def run_pipeline(
     compute: where a missing stage is computed (default: in this process);
     when given, this process only coordinates: its runtime is the CPU one
     (runtime.device is left to the compute) and it starts no image pool.
-    on_stage_end(StageResult) is called after every stage, cache hits included.
+    on_stage_end(StageResult) is called after every stage, cache hits included;
+    on_epoch(EpochRecord) after every training epoch this process runs.
 
     Inputs are checked first (config, folders, every data file, crop sizes):
     a bad one raises ConfigError, DataError or FileNotFoundError before
@@ -142,7 +144,7 @@ def run_pipeline(
         log, handlers = _open_log(out, progress)
         try:
             cache = (store or LocalStageStore(cache_root), leases or FileLeases(cache_root), compute)
-            return _run_stages(cfg, datasets, out, cache, on_stage_end, progress, log, until)
+            return _run_stages(cfg, datasets, out, cache, on_stage_end, on_epoch, progress, log, until)
         except Interrupted as error:
             log.error("pipeline %s; rerun the same command to resume", error)
             raise
@@ -161,13 +163,14 @@ def _run_stages(
     out: Path,
     cache: tuple[StageStore, StageLeases, StageCompute | None],
     on_stage_end: Callable[[StageResult], None] | None,
+    on_epoch: Callable[[EpochRecord], None] | None,
     progress: bool,
     log: logging.Logger,
     until: str,
 ) -> PipelineResult:
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     here = cache[2] is None
-    runtime = _runtime(cfg if here else _coordinator(cfg), progress, log)
+    runtime = dataclasses.replace(_runtime(cfg if here else _coordinator(cfg), progress, log), on_epoch=on_epoch)
     num_classes = datasets["train"].num_classes
     code = code_version()
     keys = _stage_keys(cfg, datasets, code)
@@ -283,6 +286,7 @@ def compute_stage(
     store: StageStore | None = None,
     key: str | None = None,
     log: logging.Logger | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> str:
     """Compute one stage of `config` (resuming saved progress) and publish it
     into `store` (default: a LocalStageStore on cache_dir); its key. The
@@ -290,7 +294,7 @@ def compute_stage(
     the leases of the stage's key and of its training key (`model_stage(stage)`).
     key: the key the caller derived; a different one here (other code, data or
     weights on this machine) is a RuntimeError before any work. Generated data
-    goes to cache_dir/data, as in run_pipeline."""
+    goes to cache_dir/data, as in run_pipeline. on_epoch: as in run_pipeline."""
     cfg = load_config(config)
     cache_root = check_folder(cache_dir, "cache_dir")
     store = store or LocalStageStore(cache_root)
@@ -306,7 +310,7 @@ def compute_stage(
         if folder is None:
             raise RuntimeError(f"{stage}: upstream stage {upstream} ({keys[upstream]}) is not finished in {store}")
         dirs[upstream] = folder
-    runtime = _runtime(cfg, False, log)
+    runtime = dataclasses.replace(_runtime(cfg, False, log), on_epoch=on_epoch)
     log.info("%s: computing on device %s", stage, runtime.device)
     with ImagePool(cfg.eval.workers) as pool:
         ctx = StageContext(cfg, runtime, pool, datasets, datasets["train"].num_classes)

@@ -59,11 +59,35 @@ def freeze_as_configured(backbone: Backbone, config: TrainingConfig) -> bool:
 
 
 @dataclass(frozen=True)
+class EpochRecord:
+    """One finished training epoch of a stage, as reported to `Runtime.on_epoch`.
+
+    epoch: 1-based, of `epochs`; step: optimiser steps done in the stage so far;
+    losses: the epoch's mean of each loss part ("loss" is the minimised sum);
+    lr: the base learning rate after the epoch's last step (poly schedule);
+    images and seconds: this epoch's training images and wall seconds."""
+
+    stage: str
+    epoch: int
+    epochs: int
+    step: int
+    losses: dict[str, float]
+    lr: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
 class Runtime:
     """Resolved runtime: device, AMP (CUDA only), channels_last, seed, loader
     workers, bfloat16 frozen backbones, whether to draw progress bars, the run's logger, what to call
     after each epoch checkpoint is written (e.g. upload it to a shared store),
-    and the folder of the machine's feature memo (None: off)."""
+    what to call with each finished epoch's EpochRecord (e.g. report it to a
+    tracker), and the folder of the machine's feature memo (None: off)."""
 
     device: torch.device
     amp: bool
@@ -73,6 +97,7 @@ class Runtime:
     progress: bool
     log: logging.Logger
     on_checkpoint: Callable[[], None] | None = None
+    on_epoch: Callable[[EpochRecord], None] | None = None
     feature_memo: Path | None = None
     frozen_bf16: bool = False
 
@@ -222,6 +247,7 @@ def fit(
         started = time.perf_counter()
         sums: dict[str, float] = {}
         count = 0
+        images = state.images
         bar = tqdm(
             epoch_batches(epoch), total=num_steps, desc=f"{name} epoch {epoch + 1}/{train.epochs}",
             disable=not runtime.progress, leave=False, unit="batch",
@@ -261,10 +287,15 @@ def fit(
         means = {key: value / max(count, 1) for key, value in sums.items()}
         state.history.append(means)
         state.epoch = epoch + 1
-        state.seconds += time.perf_counter() - started
+        epoch_seconds = time.perf_counter() - started
+        state.seconds += epoch_seconds
         save_checkpoint(path, state, model, optimizer, scaler, generator)
         if runtime.on_checkpoint is not None:
             runtime.on_checkpoint()
+        if runtime.on_epoch is not None:
+            runtime.on_epoch(EpochRecord(name, state.epoch, train.epochs, state.step, means,
+                                         optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0),
+                                         state.images - images, epoch_seconds))
         runtime.log.info(
             "%s epoch %d/%d: %s", name, state.epoch, train.epochs,
             ", ".join(f"{k} {v:.4f}" for k, v in means.items()),
