@@ -67,7 +67,7 @@ def findings_lines(frame: pd.DataFrame) -> list[str]:
 
 def importance_sampling(frame: pd.DataFrame) -> list[Finding]:
     """CAM val mIoU at λ=1 minus λ=0, one finding per pooling (paper Figs. 2, 3)."""
-    rows = _plain(scored(frame, "cam"))
+    rows = _paper_method_rows(scored(frame, "cam"))
     if rows.empty:
         return [_untestable("importance sampling raises CAM mIoU (λ=1 − λ=0)", "no scored CAM rows")]
     poolings = [p for p in POOLING_ORDER if p in set(rows["pooling"])]
@@ -113,7 +113,7 @@ def fsl_contours(frame: pd.DataFrame) -> list[Finding]:
     found = []
     for stage, figures in FSL_FIGURES.items():
         claim = f"FSL raises {STAGE_NAMES[stage]} contour F (FSL on − off, paper {figures})"
-        rows = _plain(scored(frame, stage))
+        rows = _paper_method_rows(scored(frame, stage))
         settings = set(rows["fsl"].fillna(False).astype(bool))
         if settings != {False, True}:
             reason = f"no scored {STAGE_NAMES[stage]} rows" if rows.empty else f"FSL is always {'on' if True in settings else 'off'}"
@@ -180,7 +180,7 @@ def num_samples_effect(frame: pd.DataFrame) -> Finding:
     least-squares fit of mIoU on log10(num_samples); the difference is the
     fitted change across the range, significant when |t| >= `TREND_T`.
     """
-    rows = _plain(scored(frame))
+    rows = _paper_method_rows(scored(frame))
     varied = [s for s in STAGES if rows.loc[rows["stage"] == s, "num_samples"].nunique() > 1]
     if not varied:
         values = ", ".join(str(v) for v in sorted(rows["num_samples"].dropna().unique()))
@@ -312,7 +312,7 @@ def paired_difference(rows: pd.DataFrame, factor: str, high: object, low: object
     return (table[high] - table[low]).dropna().groupby(level="seed", dropna=False).mean()
 
 
-def _plain(rows: pd.DataFrame) -> pd.DataFrame:
+def _paper_method_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows of the paper's method: naive-normalisation runs (Table 5) are a different method."""
     return rows[~rows["naive"].fillna(False).astype(bool)]
 

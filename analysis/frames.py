@@ -130,6 +130,11 @@ def trial_status(frame: pd.DataFrame) -> pd.Series:
     return last.where(~failed, "failed")
 
 
+def python_scalar(value: object) -> object:
+    """A numpy scalar as the Python scalar it holds (as Optuna and string formatting expect); other values as they are."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 

@@ -7,11 +7,10 @@ IntDistribution, booleans and strings -> CategoricalDistribution.
 """
 from __future__ import annotations
 
-import numpy as np
 import optuna
 import pandas as pd
 
-from analysis.frames import scored, varying
+from analysis.frames import python_scalar, scored, varying
 from analysis.store import extra_config
 
 MIN_TRIALS = 5
@@ -30,7 +29,7 @@ def trial_parameters(frame: pd.DataFrame) -> pd.DataFrame:
 def infer_distribution(values: pd.Series) -> optuna.distributions.BaseDistribution:
     """An Optuna distribution covering the observed values of one parameter."""
     if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-        return optuna.distributions.CategoricalDistribution(tuple(sorted({_plain(v) for v in values}, key=str)))
+        return optuna.distributions.CategoricalDistribution(tuple(sorted({python_scalar(v) for v in values}, key=str)))
     low, high = float(values.min()), float(values.max())
     if pd.api.types.is_integer_dtype(values):
         return optuna.distributions.IntDistribution(int(low), int(high))
@@ -61,7 +60,7 @@ def param_importances(frame: pd.DataFrame, stage: str, split: str = "val", metri
         optuna.logging.set_verbosity(verbosity)
     for trial_id, row in params.iterrows():
         study.add_trial(optuna.trial.create_trial(
-            params={name: _plain(row[name]) for name in params.columns}, distributions=distributions,
+            params={name: python_scalar(row[name]) for name in params.columns}, distributions=distributions,
             value=float(values.loc[trial_id]),
         ))
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
@@ -75,6 +74,3 @@ def best_stage_for_importance(frame: pd.DataFrame, split: str = "val") -> str | 
         return None
     return str(counts[counts == counts.max()].index[-1])
 
-def _plain(value: object) -> object:
-    """numpy scalars -> Python scalars, as Optuna's distributions expect."""
-    return value.item() if isinstance(value, np.generic) else value

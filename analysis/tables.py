@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.frames import (
-    FINAL_STAGE, GROUP_COLUMNS, METRICS, TABLE_STAGE_LABELS, describe, hold_fixed, method_label, reference_stage,
-    scored, seed_stats, trial_status, varying,
+    FINAL_STAGE, GROUP_COLUMNS, METRICS, TABLE_STAGE_LABELS, describe, hold_fixed, method_label, python_scalar,
+    reference_stage, scored, seed_stats, trial_status, varying,
 )
 from study.schema import STAGES
 from wsss_core.stages import SHORT_STAGE_LABELS
@@ -257,14 +257,14 @@ def _metric_by_stage_table(stats: pd.DataFrame, key: str, key_label: str, stages
                            held: Mapping[str, object], split: str) -> Table:
     values = sorted(stats.index.get_level_values(key).unique())
     columns = pd.MultiIndex.from_tuples([(METRIC_HEADERS[m], SHORT_STAGE_LABELS[s]) for m in METRICS for s in stages])
-    means = pd.DataFrame(index=pd.Index([_plain(v) for v in values], name=key_label), columns=columns, dtype=float)
+    means = pd.DataFrame(index=pd.Index([python_scalar(v) for v in values], name=key_label), columns=columns, dtype=float)
     stds = means.copy()
     for value in values:
         for metric in METRICS:
             for stage in stages:
                 if (value, stage) in stats.index:
-                    means.at[_plain(value), (METRIC_HEADERS[metric], SHORT_STAGE_LABELS[stage])] = stats.at[(value, stage), f"{metric}_mean"]
-                    stds.at[_plain(value), (METRIC_HEADERS[metric], SHORT_STAGE_LABELS[stage])] = stats.at[(value, stage), f"{metric}_std"]
+                    means.at[python_scalar(value), (METRIC_HEADERS[metric], SHORT_STAGE_LABELS[stage])] = stats.at[(value, stage), f"{metric}_mean"]
+                    stds.at[python_scalar(value), (METRIC_HEADERS[metric], SHORT_STAGE_LABELS[stage])] = stats.at[(value, stage), f"{metric}_std"]
     return Table(f"{title} ({split})", means, stds, _held_caption(held))
 
 
@@ -294,12 +294,8 @@ def _format(value: object, std: object) -> str:
     return str(value)
 
 
-def _plain(value: object) -> object:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _config_text(value: object) -> str:
-    value = _plain(value)
+    value = python_scalar(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     return f"{value:.3g}" if isinstance(value, float) else str(value)

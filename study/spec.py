@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from wsss_core.config_dicts import ConfigError, build_dataclass, flatten_sections, merge_dotted, nest_dotted
 from wsss_core.stages import STAGES
 from wsss_core.yaml_loader import YAMLSyntaxError, load_yaml
 
@@ -207,21 +208,6 @@ def absolute_path(value: Any) -> Any:
     return str(path.resolve())
 
 
-def flatten_sections(nested: dict[str, Any]) -> dict[str, Any]:
-    """{"section.key": value} of a nested {section: {key: value}} mapping."""
-    return {f"{section}.{key}": value for section, values in nested.items() if isinstance(values, dict)
-            for key, value in values.items()}
-
-
-def merge_dotted(base: dict[str, Any], dotted: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the nested `base` with "section.key" values set."""
-    nested = copy.deepcopy(base)
-    for key, value in dotted.items():
-        section, _, name = key.partition(".")
-        nested.setdefault(section, {})[name] = value
-    return nested
-
-
 def _pipeline_sections() -> tuple[str, ...]:
     from wsss_core.pipeline.config import SECTIONS
 
@@ -360,8 +346,10 @@ def _load_base(base: Any, base_dir: Path) -> dict[str, Any]:
             raise SpecError(str(error)) from None
     if not isinstance(base, dict):
         raise SpecError(f"base={base!r} is invalid; allowed: a pipeline config path or an inline mapping of sections")
-    sections = {str(k): v for k, v in base.items() if "." not in str(k)}
-    return merge_dotted(sections, {str(k): v for k, v in base.items() if "." in str(k)})
+    try:
+        return nest_dotted(base)
+    except ConfigError as error:
+        raise SpecError(f"base: {error}") from None
 
 
 def _parse_seeds(seeds: Any) -> tuple[int, ...]:
@@ -425,27 +413,10 @@ def _parse_axis(where: str, key: str, kind: str, value: Any, when: tuple[tuple[s
 
 
 def _section(cls: type, name: str, values: Any) -> Any:
-    if values is None:
-        return cls()
-    if not isinstance(values, dict):
-        raise SpecError(f"{name}={values!r} is invalid; allowed: a mapping")
-    fields = cls.__dataclass_fields__
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise SpecError(f"unknown key {name}.{key}; allowed: {', '.join(fields)}")
-        default = fields[key].default
-        expected = dict if default is dataclasses.MISSING else type(default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise SpecError(f"{name}.{key}={value!r} is invalid; allowed: {_type_name(expected)}")
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def _type_name(kind: type) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}[kind]
+    try:
+        return build_dataclass(cls, {} if values is None else values, name)
+    except ConfigError as error:
+        raise SpecError(str(error)) from None
 
 
 def _validate_settings(spec: StudySpec) -> None:

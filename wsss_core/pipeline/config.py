@@ -10,12 +10,12 @@ checked at the edge: an unknown key or an out-of-range value raises
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsss_core.config_dicts import ConfigError, build_dataclass, merge_dotted, nest_dotted, plain_data
 from wsss_core.crf import CRFConfig
 from wsss_core.data import DataConfig
 from wsss_core.formulations import FORMULATIONS
@@ -29,10 +29,6 @@ CAM_MODES = ("plain", "seam")
 BG_RULES = ("threshold", "one_minus_sum")
 DEVICES = ("auto", "cpu", "cuda")
 INFER_AVERAGES = ("logits", "probs")
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line for the user."""
 
 
 def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
@@ -449,9 +445,9 @@ def load_config(source: str | Path | dict | PipelineConfig, overrides: list[str]
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(source).__name__}")
         if STUDY_SPEC_KEYS & set(map(str, source)) and not set(SECTIONS) & set(map(str, source)):
             raise ConfigError(f"{path} is a study spec, not a pipeline config; run it with `wsss study run {path}`")
-    nested = _nest(source)
+    nested = nest_dotted(source)
     for item in overrides or []:
-        _merge(nested, _nest(parse_override(item)))
+        nested = merge_dotted(nested, parse_override(item))
     return _build(nested)
 
 
@@ -468,7 +464,7 @@ def parse_override(item: str) -> dict[str, Any]:
 
 def config_to_dict(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     """Nested plain dict (tuples as lists), YAML/JSON-ready; load_config's inverse."""
-    return {name: _plain(dataclasses.asdict(getattr(config, name))) for name in SECTIONS}
+    return {name: plain_data(dataclasses.asdict(getattr(config, name))) for name in SECTIONS}
 
 
 def flatten_config(config: PipelineConfig) -> dict[str, Any]:
@@ -481,107 +477,12 @@ def flatten_config(config: PipelineConfig) -> dict[str, Any]:
     return flat
 
 
-def _nest(source: dict) -> dict[str, dict]:
-    nested: dict[str, dict] = {}
-    for key, value in source.items():
-        key = str(key)
-        if "." in key:
-            section, _, name = key.partition(".")
-            nested.setdefault(section, {})[name] = value
-        elif isinstance(value, dict):
-            nested.setdefault(key, {}).update(value)
-        elif key in SECTIONS:
-            raise ConfigError(f"section {key!r} must be a mapping, got {value!r}")
-        else:
-            raise ConfigError(f"unknown config key {key!r}; allowed sections: {', '.join(SECTIONS)}")
-    return nested
-
-
-def _merge(base: dict[str, dict], extra: dict[str, dict]) -> None:
-    for section, values in extra.items():
-        base.setdefault(section, {}).update(values)
-
-
-def _build(nested: dict[str, dict]) -> PipelineConfig:
-    sections = {}
-    for name, values in nested.items():
+def _build(nested: dict[str, Any]) -> PipelineConfig:
+    for name in nested:
         if name not in SECTIONS:
             raise ConfigError(f"unknown config section {name!r}; allowed: {', '.join(SECTIONS)}")
-    for name, cls in SECTIONS.items():
-        sections[name] = _build_section(name, cls, nested.get(name, {}))
-    return PipelineConfig(**sections)
-
-
-def _build_section(name: str, cls: type, values: dict) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"unknown key {name}.{key}; allowed: {', '.join(sorted(known))}")
-        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
-    try:
-        section = cls(**kwargs)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"{name}: {error}".splitlines()[0]) from None
-    if hasattr(section, "validate"):
-        section.validate(name)
-    return section
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check `value` against the annotation `hint` (int, float, bool, str, tuples,
-    optional); ints are accepted for floats, lists for tuples."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(key, value, option)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0])
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r} is invalid; allowed: a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(key, v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{key}={list(value)!r} is invalid; allowed: a list of {len(args)} values")
-        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is invalid; allowed: true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}={value!r} is invalid; allowed: an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value!r} is invalid; allowed: a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}={value!r} is invalid; allowed: a string")
-        return value
-    return value
+    return PipelineConfig(**{name: build_dataclass(cls, nested.get(name, {}), name) for name, cls in SECTIONS.items()})
 
 
 def _check_scales(key: str, scales: tuple[float, ...]) -> None:
     _require(len(scales) >= 1 and all(s > 0 for s in scales), key, list(scales), "a non-empty list of numbers > 0")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
