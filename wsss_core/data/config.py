@@ -10,13 +10,13 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from wsss_core.cache_dir import DATA_FOLDER, default_cache_dir
 from wsss_core.data.coco import CROWD_MODES, CocoDataset
 from wsss_core.data.synth import GENERATOR_VERSION, SynthParams, write_synthetic_voc
 from wsss_core.data.voc import VOCDataset
 
 DATA_KINDS = ("synthetic", "voc", "coco")
 COCO_YEARS = (2014, 2017)
-CACHE_ENV = "WSSS_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ def build_dataset(config: DataConfig, split: str, *, cache_dir: str | Path | Non
     """The dataset of `split`: "train" / "val" name the config's train_split /
     val_split; any other value is used as a list name as is.
 
-    cache_dir: where generated synthetic sets live (default $WSSS_CACHE_DIR or
-    ~/.cache/wsss-study).
+    cache_dir: where generated synthetic sets live (default: data/ in the
+    cache, $WSSS_CACHE/data or ~/.cache/wsss/data, where run_pipeline puts them).
     """
     split_name = {"train": config.train_split, "val": config.val_split}.get(split, split)
     if config.kind == "coco":
@@ -111,4 +111,4 @@ def cached_synthetic_voc(params: SynthParams, cache_dir: str | Path) -> Path:
 def _default_cache(cache_dir: str | Path | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "wsss-study")
+    return default_cache_dir() / DATA_FOLDER

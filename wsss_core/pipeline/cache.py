@@ -37,7 +37,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
-CACHE_ENV = "WSSS_CACHE"
+from wsss_core.cache_dir import default_cache_dir  # noqa: F401  (re-exported: the pipeline's default cache)
+
 KEY_LENGTH = 20
 LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "numba", "opencv-python-headless", "pydensecrf2", "pillow")
 """Distributions whose versions enter every stage key."""
@@ -64,11 +65,6 @@ class StageLeases(Protocol):
 
     def hold(self, stage: str, key: str) -> AbstractContextManager[None]:
         """Wait for and hold the key's lease for the `with` block."""
-
-
-def default_cache_dir() -> Path:
-    """$WSSS_CACHE, else ~/.cache/wsss."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "wsss")
 
 
 def code_version() -> str:
