@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $(STAMP)
 
-# The test tools (pytest, moto, Jupyter, ...) only where tests run: 18 s less for `make demo`.
+# The test tools (pytest, moto, Jupyter, ...) only where tests run: `make demo` installs less.
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(TEST_STAMP)
@@ -32,19 +32,16 @@ demo: $(STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# Timing scripts (bench/): each prints its ratios with the target it must reach.
 bench: $(STAMP)
-	$(BIN)/python bench/fsl.py
-	$(BIN)/python bench/fsl_pairs.py
-	$(BIN)/python bench/fsl_oracle.py
-	$(BIN)/python bench/cam_fsl_seeds.py
-	$(BIN)/python bench/label_quality.py
-	$(BIN)/python bench/metrics.py
-	$(BIN)/python bench/random_walk.py
-	$(BIN)/python bench/channels_last.py
-	$(BIN)/python bench/frozen_bf16.py
-	$(BIN)/python bench/transforms.py
-	$(BIN)/python bench/pipeline.py
-	$(BIN)/python bench/study.py
+	$(BIN)/python -m bench.fsl
+	$(BIN)/python -m bench.metrics
+	$(BIN)/python -m bench.random_walk
+	$(BIN)/python -m bench.channels_last
+	$(BIN)/python -m bench.frozen_bf16
+	$(BIN)/python -m bench.transforms
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.study
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -19,6 +19,7 @@ import pandas as pd
 
 from analysis.frames import GROUP_COLUMNS, describe, hold_fixed, scored
 from study.schema import STAGES
+from wsss_core.metrics import PREDICTED_IOU
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -26,8 +27,6 @@ NOT_TESTABLE = "not testable here"
 
 REPRODUCE_RATIO = 0.8
 """DeepLab reproduces its teacher when its val mIoU is at least this fraction of the AffinityNet labels'."""
-PREDICTED_IOU = 0.01
-"""A class whose val IoU is below this counts as not predicted (collapse check)."""
 CLASS_IOU = 0.1
 """The best trial segments every foreground class when each reaches this val IoU."""
 TREND_T = 2.0

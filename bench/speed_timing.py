@@ -1,12 +1,15 @@
 """What the per-image speed benches share (bench/channels_last.py,
-bench/frozen_bf16.py): their command line and their timer."""
+bench/frozen_bf16.py): the demo config, their command line and their timer."""
 from __future__ import annotations
 
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "demo.yaml"
 
 
 def speed_arguments(doc: str) -> argparse.Namespace:

@@ -2,6 +2,7 @@
 
     wsss data synth --out DIR                  (wsss_core.data.cli)
     wsss pipeline run CONFIG.yaml ...          (wsss_core.pipeline.cli)
+    wsss diagnose DIAGNOSTIC CONFIG.yaml ...   (wsss_core.diagnostics.cli)
     wsss study run SPEC.yaml [--address auto|ray://...] [--storage DIR|URI] [--name NAME]
     wsss study status NAME | resume NAME | list [--storage DIR|URI]
     wsss report STUDY_DIR                      (analysis.cli)
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("wsss_core.data.cli", "prepare data sets (synthetic VOC-layout set)"),
+    "diagnose": ("wsss_core.diagnostics.cli", "research diagnostics of a pipeline config (labels, FSL, seed spread)"),
     "pipeline": ("wsss_core.pipeline.cli", "run the three-stage pipeline once"),
     "report": ("analysis.cli", "HTML report and tables of a study's Parquet results"),
 }

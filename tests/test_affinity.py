@@ -141,7 +141,7 @@ def test_affinity_net_trains_on_pair_labels(affinity_net):
 
 
 def _dense_random_walk(cams: torch.Tensor, affinity: torch.Tensor, beta: float, iterations: int) -> torch.Tensor:
-    """The former dense implementation, as the reference: cams [B,K,h,w] @
+    """The dense walk as psa and SEAM write it, as the reference: cams [B,K,h,w] @
     (column-normalised A^beta)^iterations with A a dense [B,hw,hw]."""
     trans = affinity.clamp_min(0) ** beta
     trans = trans / trans.sum(dim=1, keepdim=True).clamp_min(1e-12)

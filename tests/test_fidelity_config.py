@@ -1,4 +1,4 @@
-"""Config keys of the reference-fidelity choices (issue 12): defaults follow the
+"""Config keys of the reference-fidelity choices: defaults follow the
 authors' code (arvijj/icam), the paper-as-printed variants are one key away."""
 from __future__ import annotations
 

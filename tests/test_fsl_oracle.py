@@ -1,33 +1,16 @@
-"""bench/fsl_oracle.py's direct minimisation of L_fs (Eq. 9) over a map: it moves a
+"""`wsss diagnose fsl-oracle`'s direct minimisation of L_fs (Eq. 9) over a map: it moves a
 misplaced soft boundary onto the colour edge, its KL anchor holds the map, and
 the blurred-truth start scores the truth and its blurred copy."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from wsss_core.diagnostics import fsl_oracle as oracle
 from wsss_core.fsl import feature_similarity_loss
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load(name: str):
-    """bench/<name>.py as a module (registered under its name: fsl_oracle imports fsl_pairs)."""
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_load("fsl_pairs")
-oracle = _load("fsl_oracle")
 
 SIZE, EDGE, START_EDGE = 16, 8, 5
 

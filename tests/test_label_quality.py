@@ -1,18 +1,12 @@
-"""bench/label_quality.py's counts of confident labels against the ground truth:
+"""`wsss diagnose labels`' counts of confident labels against the ground truth:
 ignored truth pixels are left out, unlabelled (255) pixels count as neither
 right nor wrong, and a pixel labelled with the wrong class counts as wrong."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "label_quality.py"
-spec = importlib.util.spec_from_file_location("label_quality", BENCH)
-label_quality = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(label_quality)
+from wsss_core.diagnostics import label_quality
 
 
 def test_confident_label_counts_by_hand() -> None:

@@ -11,20 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import metrics as bench
 from wsss_core.metrics import ContourFScore, MeanIoU, PointingGame, boundary_radius, class_boundaries
 
-REPO = Path(__file__).resolve().parents[1]
 VOC_MINI = Path(os.environ.get("WSSS_VOC_MINI", Path(__file__).resolve().parents[2] / "shared" / "data" / "voc2012-mini"))
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_metrics", REPO / "bench" / "metrics.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
 
 
 def stripe(height: int, width: int, start: int, label: int = 1) -> np.ndarray:

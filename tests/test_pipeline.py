@@ -266,7 +266,7 @@ def test_pool_tasks_never_import_torch() -> None:
 
 def test_a_script_without_a_main_guard_fails_with_the_fix_instead_of_hanging(tmp_path: Path) -> None:
     """Pool workers (spawn) import the calling script; an unguarded run_pipeline call
-    there used to wait forever on the parent's stage lock."""
+    there would wait forever on the parent's stage lock."""
     script = tmp_path / "unguarded.py"
     script.write_text(
         "from wsss_core.pipeline import run_pipeline\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from scipy import ndimage
 from wsss_core.data.cli import main as data_cli
 from wsss_core.data.synth import SYNTH_CLASS_NAMES, SYNTH_CLASSES, render_image, write_synthetic_voc
 from wsss_core.data.voc import VOCDataset, read_mask
+from wsss_core.diagnostics import fsl_pairs
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(num_train=6, num_val=3, size=64)
 
 
@@ -114,19 +113,11 @@ def test_cli_rejects_bad_size_with_one_line(tmp_path: Path, capsys: pytest.Captu
     assert "\n" not in error and "size=8" in error and ">= 48" in error
 
 
-def _load_fsl_pairs():
-    spec = importlib.util.spec_from_file_location("bench_fsl_pairs", REPO / "bench" / "fsl_pairs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_background_meets_fsl_premise_as_real_photos_do() -> None:
     """FSL (Eqs. 9-12) pushes apart nearby pixels whose colours differ. On VOC photos nearby
-    background pairs are neutral on average (mean f +0.04, bench/fsl_pairs.py); a background
-    much busier than that (generator version 1: +0.26) makes FSL split it into classes.
+    background pairs are about neutral on average (`wsss diagnose fsl-pairs`); a background
+    much busier than that makes FSL split it into classes.
     Demo geometry: 112 px -> 224 -> a 28 x 28 map, sigma 3, mu 2.5."""
-    fsl_pairs = _load_fsl_pairs()
     totals = {kind: np.zeros(3) for kind in fsl_pairs.PAIR_TYPES}
     for index in range(12):
         rendered = render_image(np.random.default_rng([0, 1, index]), 112)

@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 
 VOID_LABEL = 255
+PREDICTED_IOU = 0.01
+"""A class whose IoU on a split is below this counts as never predicted there."""
 
 # Contour F of a class with no boundary pixels predicted or in the ground truth
 # over a whole evaluation, by rule name. "one": scores 1 and counts in the mean

@@ -26,12 +26,11 @@ from wsss_core.data.voc import CLASS_NAMES_FILE, write_mask
 GENERATOR_VERSION = 2
 BACKGROUND_CELLS = 4
 """The background's smooth colour noise is bicubic over a BACKGROUND_CELLS^2 grid of
-random colours. 4 (version 2) matches real photos on FSL's pair statistic
-(bench/fsl_pairs.py, demo geometry vs the authors' on voc2012-mini, val):
-nearby background pairs have mean f +0.01 and 52% of their weight pushed
-apart, as VOC's background (+0.04, 52%). Version 1's 6 x 6 grid gave +0.26 and
-70%: FSL then rewarded breaking the background into classes (CAM grid
-artefacts at lambda 1)."""
+random colours. 4 matches real photos on FSL's pair statistic (`wsss diagnose
+fsl-pairs`, demo geometry against the authors' on VOC photos): nearby
+background pairs are about neutral on average, as VOC's background. A finer
+grid makes the background busier, and FSL then rewards breaking it into
+classes (CAM grid artefacts at lambda 1)."""
 IGNORE_INDEX = 255
 
 

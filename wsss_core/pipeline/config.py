@@ -59,8 +59,7 @@ class TrainingConfig:
     train_backbone_head: with freeze_backbone, the backbone's head layer
     (efficientnet_lite0: the 1x1 conv 320 -> 1280 with BatchNorm and ReLU6)
     still trains: the stage's new layers then read trainable non-linear
-    features of the fixed trunk instead of fixed ones (demo CAMs, lambda 0.5:
-    val mIoU 0.579 vs 0.492 at the same cost; the cross 0.54 vs 0.25).
+    features of the fixed trunk instead of fixed ones, at about the same cost.
     train_backbone_blocks: with train_backbone_head, the trunk's last N blocks
     (efficientnet_lite0: of MBConv blocks 11-15, N <= 5) train with the head
     layer, their BatchNorm statistics fixed, at backbone_blocks_lr_mult x the
@@ -368,21 +367,21 @@ class RuntimeConfig:
     """seed: fixes every random choice (deterministic on CPU). device: "auto"
     picks CUDA when available. amp applies on CUDA only (same code path;
     ignored on CPU). channels_last: NHWC weights and images on any device
-    (measured 1.3x faster CPU training and inference of the demo's networks,
-    bench/channels_last.py). threads: torch intra-op threads (None: torch's
+    (faster CPU convolutions for the demo's networks: bench/channels_last.py
+    times both layouts). threads: torch intra-op threads (None: torch's
     default). loader_workers: DataLoader workers for training batches.
     feature_memo: frozen backbones (`freeze_backbone`) read their feature maps
     from an on-disk memo shared by every process on the machine
     ($WSSS_FEATURE_MEMO, else <temp>/wsss-feature-memo; wsss_core.models.
     feature_memo): trials that differ only downstream of a frozen backbone
-    compute its maps once. Exact (float32 as computed); it costs disk, about
-    1 MB per 224 px image view at stride 16, and may be deleted at any time.
+    compute its maps once. Exact (float32 as computed); it costs disk (the
+    maps of every image view a trial trains on) and may be deleted at any time.
     frozen_bf16: a frozen backbone's fixed part runs under bfloat16 autocast
-    (its maps return as float32; the layers that train stay float32):
-    1.9-2.6x faster on a CPU with AVX-512 BF16 (bench/frozen_bf16.py), slower
-    on one without native bfloat16 (a run with a frozen backbone then warns:
-    wsss_core.pipeline.native_bf16); the maps differ from float32 by ~5%
-    (relative L2), so the results differ from a float32 run's."""
+    (its maps return as float32; the layers that train stay float32): faster
+    on a CPU with native bfloat16 (AVX-512 BF16, AMX; bench/frozen_bf16.py
+    times it), slower on one without (a run with a frozen backbone then warns:
+    wsss_core.pipeline.native_bf16); the maps differ from float32 by a few
+    percent (relative L2), so the results differ from a float32 run's."""
 
     seed: int = 0
     device: str = "auto"

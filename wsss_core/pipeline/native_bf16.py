@@ -1,6 +1,6 @@
-"""Whether a device computes bfloat16 natively: `runtime.frozen_bf16` is
-1.9-2.6x faster than float32 on a CPU with AVX-512 BF16 (bench/frozen_bf16.py)
-and slower on one that emulates it."""
+"""Whether a device computes bfloat16 natively: `runtime.frozen_bf16` is faster
+than float32 on a CPU with native bfloat16 instructions (bench/frozen_bf16.py
+times it) and slower on one that emulates them."""
 from __future__ import annotations
 
 from pathlib import Path

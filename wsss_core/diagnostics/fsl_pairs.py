@@ -1,12 +1,10 @@
-"""Whether a dataset meets FSL's premise: how Eq. 12's sign splits its pixel pairs.
-
-    python bench/fsl_pairs.py [CONFIG.yaml] [--set key=value ...] [--split val]
+"""Whether a data set meets FSL's premise: how Eq. 12's sign splits its pixel pairs.
 
 FSL (paper Eqs. 9-12) pulls together the predictions of nearby pixels whose
 colours are close (f < 0) and pushes apart those whose colours differ (f > 0),
 with f = tanh(mu + logit(mean |RGB difference|)). It helps where pixels of one
-class are close in colour and pixels of different classes are not. For the
-ground-truth masks of one split this prints, over pixel pairs within one
+class are close in colour and pixels of different classes are not. Over the
+ground-truth masks of one split this measures, for pixel pairs within one
 object class, within the background and across classes: the Gaussian-weighted
 (Eq. 10) mean of f, the share of that weight with f > 0 (pushed apart), and
 the pair type's share of all weight.
@@ -14,30 +12,25 @@ the pair type's share of all weight.
 The geometry is the config's CAM stage: each image is resized to long side
 cam.crop_size, then to the map size (crop_size / output_stride on the long
 side) with cam.fsl_resize; masks by nearest neighbour; sigma and mu are
-cam.fsl_sigma_init and cam.fsl_mu_init. Without CONFIG: the demo
-(search_spaces/pipelines/demo.yaml), then, where ../shared/data/voc2012-mini is
-present, the authors' geometry on real photos (pipelines/paper_voc.yaml: 448
-px, stride 8, sigma 5, mu 2.5).
+cam.fsl_sigma_init and cam.fsl_mu_init.
 """
 from __future__ import annotations
 
-import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from wsss_core.data.config import build_dataset
+from wsss_core.data import DataError, build_dataset
 from wsss_core.fsl import RESIZERS, dissimilarity_sign, gaussian_weight, window_radius
-from wsss_core.pipeline.config import load_config
+from wsss_core.pipeline.config import PipelineConfig
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "search_spaces" / "pipelines" / "demo.yaml"
-PAPER = REPO / "search_spaces" / "pipelines" / "paper_voc.yaml"
-VOC_MINI = REPO.parent / "shared" / "data" / "voc2012-mini"
 PAIR_TYPES = ("object", "background", "different")
+IGNORE = 255
 
 
 def map_inputs(image: np.ndarray, mask: np.ndarray, long_side: int, stride: int, resize: str
@@ -55,7 +48,8 @@ def map_inputs(image: np.ndarray, mask: np.ndarray, long_side: int, stride: int,
 
 
 def pair_sums(x: torch.Tensor, mask: torch.Tensor, sigma: float, mu: float) -> dict[str, np.ndarray]:
-    """{pair type: [sum of w f, sum of w where f > 0, sum of w]} over the ordered pairs of one image."""
+    """{pair type: [sum of w f, sum of w where f > 0, sum of w]} over the ordered pairs of one image
+    (x [3,h,w] in [0,1], mask [h,w]; pairs touching an ignored pixel are left out)."""
     sums = {kind: np.zeros(3) for kind in PAIR_TYPES}
     sigma_t, mu_t = torch.tensor(sigma), torch.tensor(mu)
     reach = int(math.floor(window_radius(sigma)))
@@ -70,7 +64,7 @@ def pair_sums(x: torch.Tensor, mask: torch.Tensor, sigma: float, mu: float) -> d
             f = dissimilarity_sign(delta, mu_t)
             w = gaussian_weight(torch.tensor(float(dy * dy + dx * dx)), sigma_t)
             la, lb = mask[a_rows, a_cols], mask[b_rows, b_cols]
-            valid = (la != 255) & (lb != 255)
+            valid = (la != IGNORE) & (lb != IGNORE)
             kinds = {"object": valid & (la == lb) & (la != 0), "background": valid & (la == 0) & (lb == 0),
                      "different": valid & (la != lb)}
             for kind, pairs in kinds.items():
@@ -79,42 +73,49 @@ def pair_sums(x: torch.Tensor, mask: torch.Tensor, sigma: float, mu: float) -> d
     return sums
 
 
-def report(config_path: Path | str, overrides: list[str], split: str) -> None:
-    config = load_config(config_path, overrides)
+@dataclass(frozen=True)
+class PairStatistics:
+    """Eq. 12's sign over the ground-truth pixel pairs of one split; totals:
+    {pair type: [sum of w f, sum of w where f > 0, sum of w]}."""
+
+    split: str
+    images: int
+    map_long_side: int
+    sigma: float
+    mu: float
+    resize: str
+    totals: dict[str, np.ndarray]
+
+    def lines(self) -> list[str]:
+        weight = sum(t[2] for t in self.totals.values())
+        rows = [f"{self.images} {self.split} images, map long side {self.map_long_side}, sigma {self.sigma:g}, "
+                f"mu {self.mu:g}, resize {self.resize} (f changes sign at mean |RGB difference| "
+                f"{1 / (1 + math.exp(self.mu)):.3f})",
+                f"{'pairs':12s} {'mean f':>8s} {'pushed apart':>13s} {'weight share':>13s}"]
+        for kind, (wf, pushed, w) in self.totals.items():
+            if w:
+                rows.append(f"{kind:12s} {wf / w:+8.3f} {pushed / w:13.0%} {w / weight:13.0%}")
+            else:
+                rows.append(f"{kind:12s} {'-':>8s} {'-':>13s} {0:13.0%}")
+        return rows
+
+
+def pair_statistics(config: PipelineConfig, split: str, cache_dir: Path, progress: bool = True) -> PairStatistics:
+    """Sum pair_sums over the images of `split` ("train" or "val") that have a
+    ground-truth mask; DataError when none has."""
     cam = config.cam
-    dataset = build_dataset(config.data, split)
+    dataset = build_dataset(config.data, split, cache_dir=cache_dir)
     totals = {kind: np.zeros(3) for kind in PAIR_TYPES}
-    for index in range(len(dataset)):
+    images = 0
+    for index in tqdm(range(len(dataset)), desc="fsl pairs", unit="img", leave=False, disable=not progress):
         sample = dataset.load(index)
+        if sample.mask is None:
+            continue
+        images += 1
         x, mask = map_inputs(sample.image, sample.mask, cam.crop_size, cam.output_stride, cam.fsl_resize)
         for kind, sums in pair_sums(x, mask, cam.fsl_sigma_init, cam.fsl_mu_init).items():
             totals[kind] += sums
-    weight = sum(t[2] for t in totals.values())
-    print(f"config: {config_path}" + (f" {' '.join(overrides)}" if overrides else ""))
-    print(f"{len(dataset)} {split} images, map long side {cam.crop_size // cam.output_stride}, "
-          f"sigma {cam.fsl_sigma_init:g}, mu {cam.fsl_mu_init:g}, resize {cam.fsl_resize} "
-          f"(f changes sign at mean |RGB difference| {1 / (1 + math.exp(cam.fsl_mu_init)):.3f})")
-    print(f"{'pairs':12s} {'mean f':>8s} {'pushed apart':>13s} {'weight share':>13s}")
-    for kind, (wf, pushed, w) in totals.items():
-        print(f"{kind:12s} {wf / w:+8.3f} {pushed / w:13.0%} {w / weight:13.0%}", flush=True)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", default=None,
-                        help="pipeline config (default: the demo, then the paper's geometry on the mini set)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--split", default="val", help="dataset split (default: val)")
-    args = parser.parse_args()
-    if args.config is not None:
-        report(args.config, args.overrides, args.split)
-        return
-    report(DEMO, args.overrides, args.split)
-    if VOC_MINI.is_dir():
-        report(PAPER, [f"data.root={VOC_MINI}", *args.overrides], args.split)
-    else:
-        print(f"real photos skipped: {VOC_MINI} not found")
-
-
-if __name__ == "__main__":
-    main()
+    if not images:
+        raise DataError(f"the {split} split has no ground-truth masks to count pixel pairs in")
+    return PairStatistics(split, images, cam.crop_size // cam.output_stride, cam.fsl_sigma_init,
+                          cam.fsl_mu_init, cam.fsl_resize, totals)
