@@ -24,12 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: 
 import torch
 from torch import nn
 
+from bench.speed_timing import DEMO, ms_per_image, speed_arguments
 from wsss_core.pipeline.config import load_config
 from wsss_core.pipeline.stage_cam import build_cam_net
 from wsss_core.pipeline.stage_segmentation import build_deeplab
 from wsss_core.pipeline.training import freeze_as_configured
-
-from bench.speed_timing import DEMO, ms_per_image, speed_arguments
 
 TARGET_RATIO = 1.0
 BATCH = 8
@@ -66,7 +65,8 @@ def main() -> None:
             times: dict[str, list[float]] = {layout: [] for layout in layouts}
             for _ in range(args.repeats):
                 for layout, memory_format in layouts.items():  # Module.to converts in place
-                    step = _step(model.to(memory_format=memory_format), x.contiguous(memory_format=memory_format), train)
+                    layout_x = x.contiguous(memory_format=memory_format)
+                    step = _step(model.to(memory_format=memory_format), layout_x, train)
                     times[layout].append(ms_per_image(step, BATCH))
             nchw, nhwc = min(times["nchw"]), min(times["nhwc"])
             print(f"{name:8s} {'train' if train else 'infer':6s} {nchw:12.1f} {nhwc:12.1f} {nchw / nhwc:6.2f}")

@@ -27,14 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: 
 
 import torch
 
+from bench.speed_timing import DEMO, ms_per_image, speed_arguments
 from wsss_core.models import build_backbone
 from wsss_core.pipeline.config import load_config
 from wsss_core.pipeline.native_bf16 import read_cpu_bf16_flags
 from wsss_core.pipeline.stage_cam import build_cam_net
 from wsss_core.pipeline.stage_segmentation import build_deeplab
 from wsss_core.pipeline.training import freeze_as_configured
-
-from bench.speed_timing import DEMO, ms_per_image, speed_arguments
 
 TARGET_RATIO, TARGET_L2 = 1.5, 0.1
 BATCH = 8
@@ -52,7 +51,8 @@ def main() -> None:
     cfg = load_config(DEMO)
     networks = {
         "cam": (build_cam_net(cfg.cam, NUM_CLASSES, 0).backbone, cfg.cam),
-        "affinity": (build_backbone(cfg.affinity.backbone, cfg.affinity.weights, cfg.affinity.output_stride), cfg.affinity),
+        "affinity": (build_backbone(cfg.affinity.backbone, cfg.affinity.weights, cfg.affinity.output_stride),
+                     cfg.affinity),
         "deeplab": (build_deeplab(cfg.segmentation, NUM_CLASSES, cfg.segmentation.weights).backbone, cfg.segmentation),
     }
     print(f"CPU bfloat16 instructions: {_cpu_bf16_flags()}; {args.threads} thread(s), batch {BATCH}, channels_last")

@@ -105,13 +105,16 @@ def main() -> None:
     except ConfigError as error:
         parser.error(str(error))
     device = torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else "cpu"
-    print(f"config: {PRESET.name} on synthetic data, random-init weights, {args.steps}+ steps per stage, device {device}")
-    print(f"{'amp':5s} {'stage':13s} {'train img/s':>12s} {'train s':>8s} {'wall s':>8s} {'peak GiB':>9s} {'val mIoU':>9s}")
+    print(f"config: {PRESET.name} on synthetic data, random-init weights, {args.steps}+ steps per stage, "
+          f"device {device}")
+    print(f"{'amp':5s} {'stage':13s} {'train img/s':>12s} {'train s':>8s} {'wall s':>8s} {'peak GiB':>9s} "
+          f"{'val mIoU':>9s}")
     for amp in (False, True):
         start = time.perf_counter()
         for stage, rate, train_s, wall_s, peak, miou in run(overrides, amp):
             peak_text = f"{peak:9.2f}" if peak is not None else f"{'-':>9s}"
-            print(f"{'on' if amp else 'off':5s} {stage:13s} {rate:12.1f} {train_s:8.1f} {wall_s:8.1f} {peak_text} {miou:9.4f}")
+            print(f"{'on' if amp else 'off':5s} {stage:13s} {rate:12.1f} {train_s:8.1f} {wall_s:8.1f} {peak_text} "
+                  f"{miou:9.4f}")
         print(f"{'on' if amp else 'off':5s} {'total':13s} {'':12s} {'':8s} {time.perf_counter() - start:8.1f}")
 
 

@@ -113,7 +113,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"radius {RADIUS}, beta {BETA}, {ITERATIONS} iterations, 21 classes / {PRESENT} present, {args.threads} threads")
+    print(f"radius {RADIUS}, beta {BETA}, {ITERATIONS} iterations, 21 classes / {PRESENT} present, "
+          f"{args.threads} threads")
     for h, w in SIZES:
         features, cams = inputs(h, w, seed=h * w)
         with torch.no_grad():

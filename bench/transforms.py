@@ -28,7 +28,6 @@ from PIL import Image
 from wsss_core.data import Sample, TrainTransform
 from wsss_core.data.transforms import _shift_hue
 
-
 TARGET_SPEEDUP, TARGET_MEAN_DIFF = 5.0, 1.0
 
 

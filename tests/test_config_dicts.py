@@ -53,7 +53,8 @@ def test_build_dataclass_checks_each_value_against_its_annotation() -> None:
     built = build_dataclass(Settings, {"rate": 2, "sizes": [3, 4], "extra": {"gpu_a": 1}}, "s")
     assert built == Settings(rate=2.0, sizes=(3, 4), extra={"gpu_a": 1.0})
     assert isinstance(built.rate, float) and isinstance(built.extra["gpu_a"], float)
-    assert plain_data({"sizes": built.sizes, "nested": {"t": (1, (2,))}}) == {"sizes": [3, 4], "nested": {"t": [1, [2]]}}
+    nested = {"sizes": built.sizes, "nested": {"t": (1, (2,))}}
+    assert plain_data(nested) == {"sizes": [3, 4], "nested": {"t": [1, [2]]}}
     bad = [
         ({"count": True}, "s.count=True is invalid; allowed: an integer"),
         ({"count": 1.5}, "s.count=1.5 is invalid; allowed: an integer"),

@@ -7,13 +7,16 @@ with FSL off and on, the seed spread and the label scores read them from there."
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from study.cli import main
 
-TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "tiny.yaml")
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "search_spaces" / "pipelines" / "tiny.yaml")
 NUMBER = r"[-+]?\d+\.\d+"
 
 
@@ -31,9 +34,12 @@ def wsss(argv: list[str]) -> int:
 
 
 def report(capsys: pytest.CaptureFixture[str], argv: list[str]) -> list[str]:
-    """stdout lines of a successful `wsss diagnose ...`; the first names the config."""
+    """stdout lines of a successful `wsss diagnose ...`; the first names the config. With
+    --quiet nothing reaches stderr."""
     assert wsss(["diagnose", *argv]) == 0, capsys.readouterr().err
-    lines = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    assert not ("--quiet" in argv and err), err
+    lines = out.splitlines()
     assert lines[0] == f"config: {TINY}" + "".join(f" --set {item}" for item in argv[argv.index(TINY) + 1:]
                                                    if "=" in item)
     return lines[1:]
@@ -51,7 +57,7 @@ def rows(lines: list[str], names: list[str]) -> dict[str, list[float]]:
 
 
 def test_fsl_pairs_prints_each_pair_type(cache: str, capsys: pytest.CaptureFixture[str]) -> None:
-    lines = report(capsys, ["fsl-pairs", TINY, "--cache", cache])
+    lines = report(capsys, ["fsl-pairs", TINY, "--cache", cache, "--quiet"])
     assert lines[0].startswith("8 val images, map long side 8, sigma 2, mu 2.5, resize bilinear_corners")
     assert lines[1].split() == ["pairs", "mean", "f", "pushed", "apart", "weight", "share"]
     table = rows(lines[2:], ["object", "background", "different"])
@@ -85,7 +91,8 @@ def test_fsl_oracle_from_the_blurred_truth_trains_nothing(cache: str, capsys: py
 
 def test_seeds_prints_each_run_and_the_spread_of_fsl_on_minus_off(
         cache: str, capsys: pytest.CaptureFixture[str]) -> None:
-    lines = report(capsys, ["seeds", TINY, "--cache", cache, "--seeds", "0", "1", "--lambdas", "0.5", "--jobs", "1"])
+    lines = report(capsys, ["seeds", TINY, "--cache", cache, "--seeds", "0", "1", "--lambdas", "0.5", "--jobs", "1",
+                            "--quiet"])
     assert lines[0].split()[:5] == ["lambda", "FSL", "seed", "val", "mIoU"]
     runs = [line.split() for line in lines[1:5]]
     assert [run[:3] for run in runs] == [["0.5", "off", "0"], ["0.5", "on", "0"], ["0.5", "off", "1"],
@@ -140,3 +147,14 @@ def test_help_says_what_each_measures_prints_and_costs(diagnostic: str, capsys: 
     assert wsss(["diagnose", diagnostic, "--help"]) == 0
     text = capsys.readouterr().out
     assert all(part in text for part in ("Measures", "Prints:", "Takes:", "--set", "--cache")), text
+
+
+def test_wsss_core_with_its_diagnostics_imports_neither_ray_pyarrow_nor_plotly() -> None:
+    probe = ("import importlib, pkgutil, sys, wsss_core\n"
+             "names = [m.name for m in pkgutil.walk_packages(wsss_core.__path__, 'wsss_core.')]\n"
+             "for name in names: importlib.import_module(name)\n"
+             "assert 'wsss_core.diagnostics.cli' in names and 'wsss_core.diagnostics.seeds' in names\n"
+             "print(sorted(m for m in ('ray', 'pyarrow', 'plotly') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -26,7 +26,8 @@ TEST_READS = TOUCHES[:1] + TOUCHES[3:4]
 
 def code_variables() -> dict[str, str]:
     """{variable: the first .py file (tracked or not ignored) that reads or sets it}."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout
     found: dict[str, str] = {}
     for name in files.split():
         patterns = TEST_READS if name.startswith("tests/") else TOUCHES

@@ -112,9 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _one_line_errors(diagnose)
     commands = diagnose.add_subparsers(dest="diagnose_command", required=True, metavar="DIAGNOSTIC")
 
-    labels = _add(commands, "labels", "score the labels each stage hand-off trains on (train split)", LABELS,
-                  run_labels)
-    labels.add_argument("--quiet", action="store_true", help="no progress bars or log lines (default: off)")
+    _add(commands, "labels", "score the labels each stage hand-off trains on (train split)", LABELS, run_labels)
 
     pairs = _add(commands, "fsl-pairs", "how FSL's Eq. 12 splits a data set's ground-truth pixel pairs", FSL_PAIRS,
                  run_fsl_pairs)
@@ -158,7 +156,7 @@ def run_fsl_pairs(args: argparse.Namespace) -> int:
     from wsss_core.diagnostics.fsl_pairs import pair_statistics
 
     config, cache = _inputs(args)
-    return _report(args, lambda: pair_statistics(config, args.split, cache / DATA_FOLDER).lines())
+    return _report(args, lambda: pair_statistics(config, args.split, cache / DATA_FOLDER, not args.quiet).lines())
 
 
 def run_fsl_oracle(args: argparse.Namespace) -> int:
@@ -167,7 +165,8 @@ def run_fsl_oracle(args: argparse.Namespace) -> int:
 
     _, cache = _inputs(args, [cam_overrides(args.lam, fsl, args.seed) for fsl in (False, True)])
     settings = OracleSettings(args.start, args.blur, args.lam, args.seed, tuple(args.betas), args.steps, args.jobs)
-    return _report(args, lambda: fsl_oracle(args.config, args.overrides, settings, cache, announce=_progress).lines())
+    return _report(args, lambda: fsl_oracle(args.config, args.overrides, settings, cache, progress=not args.quiet,
+                                            announce=_progress if not args.quiet else _silent).lines())
 
 
 def run_seeds(args: argparse.Namespace) -> int:
@@ -187,7 +186,8 @@ def run_seeds(args: argparse.Namespace) -> int:
         names = build_dataset(config.data, "val", cache_dir=cache / DATA_FOLDER).class_names
         build_dataset(config.data, "train", cache_dir=cache / DATA_FOLDER)
         total = len(planned_runs(args.seeds, args.lambdas))
-        _progress(f"training {total} CAM stages of {args.config}, {min(args.jobs, total)} at a time")
+        if not args.quiet:
+            _progress(f"training {total} CAM stages of {args.config}, {min(args.jobs, total)} at a time")
         print(HEADER, flush=True)
         runs = []
         for run in seed_runs(args.config, args.overrides, args.seeds, args.lambdas, cache, args.jobs):
@@ -208,6 +208,7 @@ def _add(commands: argparse._SubParsersAction, name: str, summary: str, descript
     parser.add_argument("config", help="pipeline config YAML (e.g. search_spaces/pipelines/demo.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     parser.add_argument("--cache", type=Path, default=None, metavar="DIR", help=CACHE_HELP)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines on stderr (default: off)")
     parser.set_defaults(func=func)
     return parser
 
@@ -280,6 +281,10 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 def _progress(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _silent(message: str) -> None:
+    """Progress dropped (--quiet)."""
 
 
 def _fail(message: str, code: int) -> int:
