@@ -7,8 +7,10 @@ with FSL off and on, the seed spread and the label scores read them from there."
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,19 @@ def test_wsss_core_with_its_diagnostics_imports_neither_ray_pyarrow_nor_plotly()
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_ctrl_c_stops_with_one_line_and_exit_130(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "study.cli", "diagnose", "seeds", TINY, "--cache", str(tmp_path), "--seeds", "0",
+               "--lambdas", "0.5", "--jobs", "1"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "training 2 CAM stages" in process.stderr.readline()
+        time.sleep(1.0)  # inside the first CAM run
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.splitlines() == ["wsss diagnose: stopped; finished stages are in the cache and a rerun continues "
+                                "from them"], err

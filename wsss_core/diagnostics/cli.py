@@ -4,11 +4,13 @@
 (study.cli); `python -m wsss_core.diagnostics.cli diagnose ...` works alone.
 Each diagnostic prints its report on stdout and its progress on stderr.
 Exit codes: 0 done, 1 a training run failed (e.g. the loss diverged), 2 a bad
-argument or input (one line on stderr).
+argument or input (one line on stderr), 128 + N stopped by signal N (SIGINT:
+130); finished stages stay in the cache, so a rerun continues.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -108,7 +110,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "diagnose", help="research diagnostics of a pipeline config (label quality, FSL's premise, seed spread)",
         description="Research diagnostics of a pipeline config. Each prints a report on stdout; "
                     "`wsss diagnose DIAGNOSTIC --help` says what it measures, prints and costs. "
-                    "Exit codes: 0 done, 1 a training run failed, 2 a bad argument or input.")
+                    "Exit codes: 0 done, 1 a training run failed, 2 a bad argument or input, 130 stopped by Ctrl-C "
+                    "(finished stages stay in the cache; a rerun continues).")
     _one_line_errors(diagnose)
     commands = diagnose.add_subparsers(dest="diagnose_command", required=True, metavar="DIAGNOSTIC")
 
@@ -242,6 +245,9 @@ def _report(args: argparse.Namespace, report: Callable[[], list[str]]) -> int:
         return _fail(str(error), 2)
     except FloatingPointError as error:
         return _fail(str(error), 1)
+    except KeyboardInterrupt as error:  # SIGINT, or the pipeline's Interrupted (SIGINT/SIGTERM, with .signum)
+        signum = getattr(error, "signum", signal.SIGINT)
+        return _fail("stopped; finished stages are in the cache and a rerun continues from them", 128 + signum)
     for line in lines:
         print(line, flush=True)
     return 0
