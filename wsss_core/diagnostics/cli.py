@@ -99,8 +99,8 @@ deviation (ddof 1) and the seeds where it is positive. A one-seed comparison
 Prints: one line per run as it finishes, then the per-lambda summary.
 
 Takes: 2 x seeds x lambdas CAM stages of CONFIG, --jobs at a time, one thread
-each (runs already in the cache are read): the defaults train 18, most of an
-hour for the demo config on 2 cores.
+each (runs already in the cache are read): the defaults train 18, half an
+hour or more for the demo config on 2 cores.
 """
 
 
