@@ -2,7 +2,8 @@
 
     wsss data synth --out DIR                  (wsss_core.data.cli)
     wsss pipeline run CONFIG.yaml ...          (wsss_core.pipeline.cli)
-    wsss study run SPEC.yaml [--address auto|ray://...] [--storage DIR|URI] [--name NAME]
+    wsss study run SPEC.yaml [--set KEY=VALUE ...] [--grid KEY=A,B,... ...] [--address auto|ray://...]
+                   [--storage DIR|URI] [--name NAME] [--no-dashboard]
     wsss study status NAME | resume NAME | list [--storage DIR|URI]
     wsss report STUDY_DIR                      (analysis.cli)
 
@@ -40,8 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wsss` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        return _unrecognized(parser, args, extra)
     return int(args.func(args) or 0)
+
+
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> int:
+    """Hydra's bare KEY=VALUE after `wsss study run SPEC` names the two flags that
+    say it (one line, exit 2); anything else is argparse's usage error."""
+    if getattr(args, "study_command", None) == "run" and "=" in extra[0] and not extra[0].startswith("-"):
+        return _fail(f"wsss study run: {extra[0]!r} is not an argument; allowed: --set {extra[0]} (the same value "
+                     f"in every trial) or --grid {extra[0]} (a sweep over comma-separated values)")
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return BAD_INPUT
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -78,6 +91,8 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
     name_help = "study name: the folder <storage>/<name> (letters, digits, '-', '_', '.')"
     address_help = "Ray cluster: auto or ray://host:port (default: start a local Ray sized to this machine)"
     quiet_help = "no Tune progress table or trial tracebacks; failed trials still get one line each (default: off)"
+    dashboard_help = ("start the local Ray without its dashboard (default: the dashboard on 127.0.0.1, URL printed; "
+                      "a cluster's driver uses the cluster's)")
 
     run = actions.add_parser(
         "run", help="run a study spec",
@@ -90,7 +105,15 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--name", help="study name, the folder <storage>/<name> (default: the spec's name)")
     run.add_argument("--address", help=address_help)
     run.add_argument("--cache", help="pipeline stage cache every node can reach (default: <storage>/_cache)")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override the spec for every trial: a pipeline key (data.root=/data/VOC2012, cam.epochs=1; "
+                          "a searched key is pinned), a setting (resources.gpus=0.5, search.num_samples=8) or "
+                          "seeds=[0,1]; YAML value; repeatable (default: none)")
+    run.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=A,B,...",
+                     help="sweep a pipeline key over these YAML values, replacing its axis or fixed value "
+                          "(e.g. --grid cam.lam=0,0.5,1); repeatable (default: none)")
     run.add_argument("--quiet", action="store_true", help=quiet_help)
+    run.add_argument("--no-dashboard", dest="dashboard", action="store_false", help=dashboard_help)
     run.set_defaults(func=_run)
 
     resume = actions.add_parser(
@@ -101,6 +124,7 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
     resume.add_argument("--storage", default=default_storage, help=storage_help)
     resume.add_argument("--address", help=address_help)
     resume.add_argument("--quiet", action="store_true", help=quiet_help)
+    resume.add_argument("--no-dashboard", dest="dashboard", action="store_false", help=dashboard_help)
     resume.set_defaults(func=_resume)
 
     status = actions.add_parser("status", help="table of a study's trials")
@@ -118,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     from study.spec import SpecError, check_study_name, load_spec, num_trials
 
     try:
-        spec = load_spec(args.spec)
+        spec = load_spec(args.spec, sets=args.sets, grids=args.grids)
         name = spec.name if args.name is None else check_study_name(args.name, "--name")
         _check_local_folder(args.storage, "--storage")
         _check_local_folder(args.cache, "--cache")
@@ -131,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         table = run_study(
             spec, storage=location.storage, name=location.name, address=args.address,
-            cache_dir=args.cache, verbose=0 if args.quiet else 1,
+            cache_dir=args.cache, verbose=0 if args.quiet else 1, dashboard=args.dashboard,
         )
     except StudyError as error:
         return _fail(f"wsss study run: {error}")
@@ -149,7 +173,8 @@ def _resume(args: argparse.Namespace) -> int:
     _quiet_tune(args.quiet)
     start = time.perf_counter()
     try:
-        table = resume_study(location.name, storage=location.storage, address=args.address, verbose=0 if args.quiet else 1)
+        table = resume_study(location.name, storage=location.storage, address=args.address,
+                             verbose=0 if args.quiet else 1, dashboard=args.dashboard)
     except StudyError as error:
         return _fail(f"wsss study resume: {error}")
     return _summary(location, table, time.perf_counter() - start)

@@ -32,6 +32,8 @@ from study.store import ResultsStore
 from study.trainable import TrialSetup, run_trial, study_trial_id, trial_resources
 
 STUDY_FILE = "study.json"
+DASHBOARD_HOST = "127.0.0.1"
+"""A local Ray's dashboard listens on this machine only (it can start jobs)."""
 CACHE_FOLDER = "_cache"
 
 
@@ -77,11 +79,14 @@ def run_study(
     address: str | None = None,
     cache_dir: str | None = None,
     verbose: int = 1,
+    dashboard: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every trial of `spec` under `<storage>/<name>` (default: spec.name) and
     return the status table. `address`: None starts a local Ray sized to the
-    machine (or uses the one already initialised in this process); "auto" or
-    "ray://host:port" joins a cluster.
+    machine (or joins the cluster in $RAY_ADDRESS, as a `ray job submit`
+    driver does, or uses the Ray already initialised in this process); "auto"
+    or "ray://host:port" joins a cluster. `dashboard`: a local Ray starts its
+    dashboard (see ray_session).
 
     Before Ray starts, the name is checked (one folder name) and every data
     configuration of the study is loaded and its files checked
@@ -99,7 +104,7 @@ def run_study(
         "created_at": datetime.now(timezone.utc).isoformat(),
         "trials": num_trials(spec),
     }
-    with ray_session(address), reach_marker(cache) as marker:
+    with ray_session(address, dashboard), reach_marker(cache) as marker:
         tuner = _build_tuner(spec, location, cache, marker, verbose)
         filesystem.create_dir(path, recursive=True)
         with filesystem.open_output_stream(f"{path}/{STUDY_FILE}") as stream:
@@ -109,7 +114,7 @@ def run_study(
 
 
 def resume_study(
-    name: str, *, storage: str | os.PathLike, address: str | None = None, verbose: int = 1
+    name: str, *, storage: str | os.PathLike, address: str | None = None, verbose: int = 1, dashboard: bool = True
 ) -> list[dict[str, Any]]:
     """Continue a study whose driver died: unfinished trials resume from their
     checkpoints, trials never started start; finished and failed (retries
@@ -120,7 +125,7 @@ def resume_study(
     _check_client_storage(address, location)
     record = _read_record(location)
     spec = parse_spec(record["spec"])
-    with ray_session(address), reach_marker(record["cache_dir"]) as marker:
+    with ray_session(address, dashboard), reach_marker(record["cache_dir"]) as marker:
         if not tune.Tuner.can_restore(location.uri):
             raise StudyError(f"study {name!r} in {location.storage} has no Tune experiment state to resume from")
         tuner = tune.Tuner.restore(
@@ -374,9 +379,12 @@ def _trial_dirname(trial: Any) -> str:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
-    """Use the Ray already initialised in this process, else start one (local,
-    sized to the machine, when address is None) and shut it down afterwards.
+def ray_session(address: str | None, dashboard: bool = False) -> Iterator[None]:
+    """Use the Ray already initialised in this process, else join the cluster at
+    `address` (or at $RAY_ADDRESS, which `ray job submit` sets for its driver)
+    or start a local Ray sized to the machine, and shut it down afterwards. A
+    local Ray starts its dashboard on 127.0.0.1 when `dashboard` is true (a
+    cluster's driver uses the cluster's); the dashboard's URL is printed.
     Trials keep the driver's working directory (RAY_CHDIR_TO_TRIAL_DIR=0), so
     relative data paths in configs mean the same in every trial."""
     import ray
@@ -385,7 +393,12 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address, include_dashboard=False)
+    joins = address is not None or bool(os.environ.get("RAY_ADDRESS"))
+    local = {} if joins else {"include_dashboard": dashboard, "dashboard_host": DASHBOARD_HOST}
+    context = ray.init(address=address, **local)
+    if getattr(context, "dashboard_url", None):
+        sign_in = " (sign in with the token `ray get-auth-token` prints)" if os.environ.get("RAY_AUTH_MODE") == "token" else ""
+        print(f"Ray dashboard: http://{context.dashboard_url}{sign_in}", flush=True)
     try:
         yield
     finally:

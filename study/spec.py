@@ -31,6 +31,7 @@ import copy
 import dataclasses
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,8 +229,9 @@ def _pipeline_sections() -> tuple[str, ...]:
     return tuple(SECTIONS)
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a spec file; `base` paths resolve relative to it."""
+def load_spec(path: str | Path, *, sets: Sequence[str] = (), grids: Sequence[str] = ()) -> StudySpec:
+    """Read and validate a spec file; `base` paths resolve relative to it.
+    `sets` / `grids`: `--set` / `--grid` items applied first (study.overrides)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file not found: {path}")
@@ -240,6 +242,10 @@ def load_spec(path: str | Path) -> StudySpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping with keys {', '.join(TOP_KEYS)}")
     raw.setdefault("name", path.stem)
+    if sets or grids:
+        from study.overrides import apply_overrides
+
+        raw = apply_overrides(raw, sets, grids)
     return parse_spec(raw, base_dir=path.parent)
 
 
