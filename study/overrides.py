@@ -51,7 +51,7 @@ def apply_overrides(raw: dict[str, Any], sets: Sequence[str] = (), grids: Sequen
     parsed_grids = [(item, *_sweep(item)) for item in grids]
     both = {key for _, key, _ in parsed_sets} & {key for _, key, _ in parsed_grids}
     if both:
-        key = sorted(both)[0]
+        key = min(both)
         raise SpecError(f"{key} is given to both --set and --grid; allowed: one of them per key")
     for item, key, value in parsed_sets:
         section, _, name = key.partition(".")
