@@ -150,6 +150,8 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"wsss study run: {error}")
     location = locate(args.storage, name)
     print(f"study {location.name}: {num_trials(spec)} trials, results in {location.results}", flush=True)
+    if spec.search.storage:
+        print(f"Optuna storage: {spec.search.storage} (live view: optuna-dashboard {spec.search.storage})", flush=True)
     _quiet_tune(args.quiet)
     start = time.perf_counter()
     try:
