@@ -33,6 +33,7 @@ import optuna
 import pyarrow.fs as pafs
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.exc import SQLAlchemyError
 
 from study.store import resolve
 
@@ -70,7 +71,7 @@ def check_storage(storage: str) -> str:
     except (ArgumentError, NoSuchModuleError, ValueError):
         raise StorageError(f"search.storage={storage!r} is invalid; allowed: {ALLOWED}") from None
     if url.password is not None and not VARIABLE.fullmatch(str(url.password)):
-        raise StorageError(f"search.storage names a password; allowed: ${{VARIABLE}} in its place, read from the "
+        raise StorageError("search.storage names a password; allowed: ${VARIABLE} in its place, read from the "
                            "environment (the spec is saved beside the study), or the database driver's own files")
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" and "${" not in url.database:
         return storage.replace(url.database, str(Path(url.database).expanduser().resolve()), 1)
@@ -148,7 +149,7 @@ def create_optuna_study(storage: str, name: str, direction: str, *, resume: bool
         _quiet_create(opened, name, direction)
     except StorageError:
         raise
-    except Exception as error:  # the database driver's and server's own errors (missing module, refused connection)
+    except (SQLAlchemyError, ImportError, OSError, RuntimeError, ValueError) as error:  # driver, server, schema
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise StorageError(f"search.storage {storage} cannot be opened: {reason}") from None
 

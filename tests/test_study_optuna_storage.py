@@ -8,6 +8,7 @@ import pickle
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import optuna
 import pytest
@@ -78,7 +79,7 @@ class Poller:
                 pass
             time.sleep(0.3)
 
-    def __enter__(self) -> Poller:
+    def __enter__(self) -> Self:
         optuna.storages.RDBStorage(self.url)  # the schema exists before two processes could race to create it
         self._thread.start()
         return self
