@@ -93,3 +93,31 @@ def test_ray_job_submit_runs_a_study_on_the_running_cluster(head, tmp_path):
     assert {(r["trial_id"], r["stage"], r["split"]) for r in rows} == {
         (trial, stage, split) for trial in ("p0000", "p0001") for stage in STAGES for split in ("train", "val")}
     assert all(r["status"] == "completed" for r in rows)
+
+
+LOCAL_SESSIONS = """
+import pathlib, sys, urllib.request
+import ray
+from study.runner import ray_session
+
+with ray_session(None, dashboard=True):
+    url = ray._private.worker.global_worker.node.address_info["webui_url"]
+    token = pathlib.Path.home().joinpath(".ray", "auth_token").read_text().strip()
+    request = urllib.request.Request(f"http://{url}/api/version", headers={"Authorization": f"Bearer {token}"})
+    print("answered", urllib.request.urlopen(request, timeout=30).status, flush=True)
+with ray_session(None, dashboard=False):
+    print("second", ray._private.worker.global_worker.node.address_info["webui_url"], flush=True)
+"""
+
+
+def test_a_local_ray_starts_its_dashboard_on_localhost_and_prints_its_url():
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    done = subprocess.run([sys.executable, "-c", LOCAL_SESSIONS], cwd=ROOT, env={**env, "RAY_USAGE_STATS_ENABLED": "0"},
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    printed = [line for line in lines if line.startswith("Ray dashboard: ")]
+    assert len(printed) == 1 and printed[0].startswith("Ray dashboard: http://127.0.0.1:"), lines
+    assert "(sign in with the token `ray get-auth-token` prints)" in printed[0]
+    assert "answered 200" in lines
+    assert [line for line in lines if line.startswith("second")] == ["second "], "--no-dashboard starts none"
