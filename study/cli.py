@@ -34,6 +34,8 @@ EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("analysis.cli", "HTML report and tables of a study's Parquet results"),
 }
 DEFAULT_STORAGE_ENV = "WSSS_STORAGE"
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+"""Set by Ray for the driver of a `ray job submit` job."""
 FAILED, BAD_INPUT, UNFINISHED = 1, 2, 3
 
 
@@ -146,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
         name = spec.name if args.name is None else check_study_name(args.name, "--name")
         _check_local_folder(args.storage, "--storage")
         _check_local_folder(args.cache, "--cache")
+        _check_job_storage(args.storage)
     except SpecError as error:
         return _fail(f"wsss study run: {error}")
     location = locate(args.storage, name)
@@ -169,6 +172,7 @@ def _resume(args: argparse.Namespace) -> int:
     from study.spec import SpecError, check_study_name
 
     try:
+        _check_job_storage(args.storage)
         location = locate(args.storage, check_study_name(args.name, "NAME"))
     except SpecError as error:
         return _fail(f"wsss study resume: {error}")
@@ -229,6 +233,16 @@ def _check_local_folder(path: str | None, option: str) -> None:
 
     if path is not None and "://" not in path and os.path.exists(path) and not os.path.isdir(path):
         raise SpecError(f"{option}={path!r} is a file; allowed: a folder (created if missing) or a URI")
+
+
+def _check_job_storage(storage: str) -> None:
+    """SpecError for a relative --storage in a `ray job submit` driver (Ray sets
+    RAY_JOB_CONFIG_JSON_ENV_VAR for it): its working directory is a temporary copy."""
+    from study.spec import SpecError
+
+    if os.environ.get(RAY_JOB_ENV) and "://" not in storage and not os.path.isabs(os.path.expanduser(storage)):
+        raise SpecError(f"--storage={storage!r} is relative in a Ray job, whose working directory is a temporary "
+                        "copy; allowed: an absolute folder every node reaches, or a URI (s3://, gs://)")
 
 
 def _quiet_tune(quiet: bool) -> None:

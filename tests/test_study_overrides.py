@@ -152,3 +152,14 @@ def test_the_shipped_fig2_spec_runs_on_real_voc_photos_through_overrides(tmp_pat
     record = json.loads((tmp_path / "runs" / "fig2_voc" / "study.json").read_text())
     expected = load_spec(FIG2, sets=sets, grids=["cam.lam=0.5", "cam.fsl=true"])
     assert parse_spec(record["spec"]) == expected  # `wsss study resume` reruns the overridden spec
+
+
+def test_a_ray_job_driver_refuses_a_relative_storage(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys)  # the default storage, ./runs
+    assert code == 2 and err == ("wsss study run: --storage='runs' is relative in a Ray job, whose working directory "
+                                 "is a temporary copy; allowed: an absolute folder every node reaches, or a URI "
+                                 "(s3://, gs://)\n")
+    assert main(["study", "resume", "fig2_gmp", "--storage", "runs"]) == 2
+    assert not (tmp_path / "runs").exists()
