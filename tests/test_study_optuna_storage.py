@@ -133,3 +133,17 @@ def test_tpe_searches_in_the_sqlite_storage_and_resumes_refuse_nothing(storage):
 
     with pytest.raises(StudyError, match="Optuna study 'tpe_sqlite' already exists in search.storage"):
         run_study(spec, storage=storage / "elsewhere", verbose=0)
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("postgresql://lab@127.0.0.1:9/optuna", "cannot be opened: "),
+    ("sqlite:////nonexistent-folder/lab.db", "cannot be opened: (sqlite3.OperationalError) unable to open database file"),
+])
+def test_a_storage_that_cannot_be_opened_is_one_line_before_ray_starts(tmp_path, url, reason):
+    from study.runner import StudyError, run_study
+
+    spec = tiny_spec("unreachable", search={"storage": url})
+    with pytest.raises(StudyError) as error:
+        run_study(spec, storage=tmp_path, verbose=0)
+    assert str(error.value).startswith(f"search.storage {url} {reason}") and "\n" not in str(error.value)
+    assert not (tmp_path / "unreachable").exists()  # nothing written, no trial started
