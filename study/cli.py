@@ -91,7 +91,8 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
     default_storage = os.environ.get(DEFAULT_STORAGE_ENV, "runs")
 
     name_help = "study name: the folder <storage>/<name> (letters, digits, '-', '_', '.')"
-    address_help = "Ray cluster: auto or ray://host:port (default: start a local Ray sized to this machine)"
+    address_help = ("Ray cluster: auto, HOST:PORT of its head, or ray://host:port (default: $RAY_ADDRESS when set, "
+                    "as in a `ray job submit` job, else start a local Ray sized to this machine)")
     quiet_help = "no Tune progress table or trial tracebacks; failed trials still get one line each (default: off)"
     dashboard_help = ("start the local Ray without its dashboard (default: the dashboard on 127.0.0.1, URL printed; "
                       "a cluster's driver uses the cluster's)")
