@@ -273,12 +273,13 @@ def parallel_coordinates(frame: pd.DataFrame, params: pd.DataFrame, stage: str, 
     return fig
 
 
-def importance_bars(importances: Mapping[str, float], stage: str, metric: str = "miou") -> go.Figure | None:
-    """Horizontal bars of parameter importances (fANOVA), most important on top."""
+def importance_bars(importances: Mapping[str, float], stage: str, metric: str = "miou",
+                    method: str = "fANOVA") -> go.Figure | None:
+    """Horizontal bars of parameter importances (by `method`), most important on top."""
     if not importances:
         return None
     names = list(importances)[::-1]
     fig = go.Figure(go.Bar(x=[importances[n] for n in names], y=names, orientation="h", marker_color=PALETTE[2]))
-    fig.update_layout(title=f"Parameter importance (fANOVA) for {METRICS[metric]}, {STAGE_LABELS[stage]}",
+    fig.update_layout(title=f"Parameter importance ({method}) for {METRICS[metric]}, {STAGE_LABELS[stage]}",
                       xaxis_title="importance", height=180 + 40 * len(names), **LAYOUT)
     return fig

@@ -21,7 +21,7 @@ from plotly.offline import get_plotlyjs
 from analysis import figures, tables
 from analysis.findings import Finding, check_findings
 from analysis.gallery import gallery_html
-from analysis.importance import best_stage_for_importance, param_importances, trial_parameters
+from analysis.importance import study_importances, trial_parameters
 from analysis.frames import reference_stage
 from analysis.store import ResultsError, load_results, results_stamp
 from study.schema import STAGES
@@ -112,9 +112,9 @@ def study_sections(study: StudyData) -> list[Section]:
     params = trial_parameters(frame)
     if stage is not None and (parallel := figures.parallel_coordinates(frame, params, stage)) is not None:
         sections.append(Section("Config vs metrics", figure_html(parallel)))
-    importance_stage = best_stage_for_importance(frame)
-    if importance_stage is not None:
-        bars = figures.importance_bars(param_importances(frame, importance_stage), importance_stage)
+    importances = study_importances(frame, study.path)
+    if importances is not None:
+        bars = figures.importance_bars(importances.values, importances.stage, importances.metric, importances.method)
         if bars is not None:
             sections.append(Section("Parameter importance", figure_html(bars)))
     if stage is not None and (heatmap := figures.per_class_heatmap(frame, stage)) is not None:

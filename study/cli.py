@@ -3,7 +3,8 @@
     wsss data synth --out DIR                  (wsss_core.data.cli)
     wsss pipeline run CONFIG.yaml ...          (wsss_core.pipeline.cli)
     wsss diagnose DIAGNOSTIC CONFIG.yaml ...   (wsss_core.diagnostics.cli)
-    wsss study run SPEC.yaml [--address auto|ray://...] [--storage DIR|URI] [--name NAME]
+    wsss study run SPEC.yaml [--set KEY=VALUE ...] [--grid KEY=A,B,... ...] [--address auto|ray://...]
+                   [--storage DIR|URI] [--name NAME] [--no-dashboard]
     wsss study status NAME | resume NAME | list [--storage DIR|URI]
     wsss report STUDY_DIR                      (analysis.cli)
 
@@ -35,6 +36,8 @@ EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("analysis.cli", "HTML report and tables of a study's Parquet results"),
 }
 DEFAULT_STORAGE_ENV = "WSSS_STORAGE"
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+"""Set by Ray for the driver of a `ray job submit` job."""
 FAILED, BAD_INPUT, UNFINISHED = 1, 2, 3
 
 
@@ -42,8 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wsss` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        return _unrecognized(parser, args, extra)
     return int(args.func(args) or 0)
+
+
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> int:
+    """Hydra's bare KEY=VALUE after `wsss study run SPEC` names the two flags that
+    say it (one line, exit 2); anything else is argparse's usage error."""
+    if getattr(args, "study_command", None) == "run" and "=" in extra[0] and not extra[0].startswith("-"):
+        return _fail(f"wsss study run: {extra[0]!r} is not an argument; allowed: --set {extra[0]} (the same value "
+                     f"in every trial) or --grid {extra[0]} (a sweep over comma-separated values)")
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return BAD_INPUT
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -78,8 +93,11 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
     default_storage = os.environ.get(DEFAULT_STORAGE_ENV, "runs")
 
     name_help = "study name: the folder <storage>/<name> (letters, digits, '-', '_', '.')"
-    address_help = "Ray cluster: auto or ray://host:port (default: start a local Ray sized to this machine)"
+    address_help = ("Ray cluster: auto, HOST:PORT of its head, or ray://host:port (default: $RAY_ADDRESS when set, "
+                    "as in a `ray job submit` job, else start a local Ray sized to this machine)")
     quiet_help = "no Tune progress table or trial tracebacks; failed trials still get one line each (default: off)"
+    dashboard_help = ("start the local Ray without its dashboard (default: the dashboard on 127.0.0.1, URL printed; "
+                      "a cluster's driver uses the cluster's)")
 
     run = actions.add_parser(
         "run", help="run a study spec",
@@ -92,7 +110,15 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--name", help="study name, the folder <storage>/<name> (default: the spec's name)")
     run.add_argument("--address", help=address_help)
     run.add_argument("--cache", help="pipeline stage cache every node can reach (default: <storage>/_cache)")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override the spec for every trial: a pipeline key (data.root=/data/VOC2012, cam.epochs=1; "
+                          "a searched key is pinned), a setting (resources.gpus=0.5, search.num_samples=8) or "
+                          "seeds=[0,1]; YAML value; repeatable (default: none)")
+    run.add_argument("--grid", dest="grids", action="append", default=[], metavar="KEY=A,B,...",
+                     help="sweep a pipeline key over these YAML values, replacing its axis or fixed value "
+                          "(e.g. --grid cam.lam=0,0.5,1); repeatable (default: none)")
     run.add_argument("--quiet", action="store_true", help=quiet_help)
+    run.add_argument("--no-dashboard", dest="dashboard", action="store_false", help=dashboard_help)
     run.set_defaults(func=_run)
 
     resume = actions.add_parser(
@@ -103,6 +129,7 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
     resume.add_argument("--storage", default=default_storage, help=storage_help)
     resume.add_argument("--address", help=address_help)
     resume.add_argument("--quiet", action="store_true", help=quiet_help)
+    resume.add_argument("--no-dashboard", dest="dashboard", action="store_false", help=dashboard_help)
     resume.set_defaults(func=_resume)
 
     status = actions.add_parser("status", help="table of a study's trials")
@@ -120,20 +147,23 @@ def _run(args: argparse.Namespace) -> int:
     from study.spec import SpecError, check_study_name, load_spec, num_trials
 
     try:
-        spec = load_spec(args.spec)
+        spec = load_spec(args.spec, sets=args.sets, grids=args.grids)
         name = spec.name if args.name is None else check_study_name(args.name, "--name")
         _check_local_folder(args.storage, "--storage")
         _check_local_folder(args.cache, "--cache")
+        _check_job_storage(args.storage)
     except SpecError as error:
         return _fail(f"wsss study run: {error}")
     location = locate(args.storage, name)
     print(f"study {location.name}: {num_trials(spec)} trials, results in {location.results}", flush=True)
+    if spec.search.storage:
+        print(f"Optuna storage: {spec.search.storage} (live view: optuna-dashboard {spec.search.storage})", flush=True)
     _quiet_tune(args.quiet)
     start = time.perf_counter()
     try:
         table = run_study(
             spec, storage=location.storage, name=location.name, address=args.address,
-            cache_dir=args.cache, verbose=0 if args.quiet else 1,
+            cache_dir=args.cache, verbose=0 if args.quiet else 1, dashboard=args.dashboard,
         )
     except StudyError as error:
         return _fail(f"wsss study run: {error}")
@@ -145,13 +175,15 @@ def _resume(args: argparse.Namespace) -> int:
     from study.spec import SpecError, check_study_name
 
     try:
+        _check_job_storage(args.storage)
         location = locate(args.storage, check_study_name(args.name, "NAME"))
     except SpecError as error:
         return _fail(f"wsss study resume: {error}")
     _quiet_tune(args.quiet)
     start = time.perf_counter()
     try:
-        table = resume_study(location.name, storage=location.storage, address=args.address, verbose=0 if args.quiet else 1)
+        table = resume_study(location.name, storage=location.storage, address=args.address,
+                             verbose=0 if args.quiet else 1, dashboard=args.dashboard)
     except StudyError as error:
         return _fail(f"wsss study resume: {error}")
     return _summary(location, table, time.perf_counter() - start)
@@ -204,6 +236,16 @@ def _check_local_folder(path: str | None, option: str) -> None:
 
     if path is not None and "://" not in path and os.path.exists(path) and not os.path.isdir(path):
         raise SpecError(f"{option}={path!r} is a file; allowed: a folder (created if missing) or a URI")
+
+
+def _check_job_storage(storage: str) -> None:
+    """SpecError for a relative --storage in a `ray job submit` driver (Ray sets
+    RAY_JOB_CONFIG_JSON_ENV_VAR for it): its working directory is a temporary copy."""
+    from study.spec import SpecError
+
+    if os.environ.get(RAY_JOB_ENV) and "://" not in storage and not os.path.isabs(os.path.expanduser(storage)):
+        raise SpecError(f"--storage={storage!r} is relative in a Ray job, whose working directory is a temporary "
+                        "copy; allowed: an absolute folder every node reaches, or a URI (s3://, gs://)")
 
 
 def _quiet_tune(quiet: bool) -> None:

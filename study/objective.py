@@ -16,6 +16,8 @@ from ray.tune.search.optuna import OptunaSearch
 from study.schema import STAGES
 
 STAGE_INDEX = "stage_index"
+TUNE_ID = "tune_trial_id"
+"""The Optuna user attribute naming a trial's Tune trial id."""
 
 
 def is_final(result: dict[str, Any] | None) -> bool:
@@ -26,7 +28,14 @@ def is_final(result: dict[str, Any] | None) -> bool:
 
 
 class FinalStageOptunaSearch(OptunaSearch):
-    """OptunaSearch whose objective is the final-stage metric (see module doc)."""
+    """OptunaSearch whose objective is the final-stage metric (see module doc);
+    each Optuna trial names its Tune trial (user attribute TUNE_ID)."""
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(TUNE_ID, trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self._completed_trials or result.get(self.metric) is None:

@@ -1,12 +1,17 @@
-"""Every study's trials in an Optuna journal file, for `optuna-dashboard FILE`.
+"""Every study's trials in an Optuna storage, for `optuna-dashboard`.
 
-Grid and TPE studies alike: a Tune callback in the driver records each trial
-with its swept values as Optuna params (distributions from the spec's axes),
-its val metric after every stage as intermediate values (step = stage index),
-the final-stage value, and its state (RUNNING, COMPLETE; PRUNED when a
-scheduler stopped it early; FAIL when it failed for good). The file is
-`<study>/optuna.journal` for a local storage; for an object store it is kept
-in the driver's `$WSSS_CACHE/optuna/` (default ~/.cache/wsss) and copied to
+A Tune callback in the driver records each trial with its swept values as
+Optuna params (distributions from the spec's axes), its val metric after
+every stage as intermediate values (step = stage index), the final-stage
+value, and its state (RUNNING, COMPLETE; PRUNED when a scheduler stopped it
+early; FAIL when it failed for good). It records grid studies, and TPE
+studies whose spec names no search.storage (a TPE study with one searches in
+it, and Optuna records it there itself: study.runner.searches_in_storage).
+
+The storage is the spec's search.storage (study.optuna_storage), written as
+trials report. Without one it is a journal file: `<study>/optuna.journal` for
+a local storage; for an object store it is kept in the driver's
+`$WSSS_CACHE/optuna/` (default ~/.cache/wsss) and copied to
 `<study>/optuna.journal` whenever a trial finishes.
 """
 from __future__ import annotations
@@ -20,14 +25,12 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 from ray.tune import Callback
 
-from study.objective import STAGE_INDEX, is_final
+from study.objective import STAGE_INDEX, TUNE_ID, is_final
+from study.optuna_storage import JOURNAL_NAME, direction, open_storage
 from study.spec import SEED_KEY, Axis, StudySpec
 from study.store import resolve
 from study.trainable import study_trial_id, trial_point
 from wsss_core.pipeline.cache import default_cache_dir
-
-JOURNAL_NAME = "optuna.journal"
-TUNE_ID = "tune_trial_id"
 
 
 def journal_path(study_uri: str, study: str) -> Path:
@@ -111,23 +114,27 @@ class OptunaLogCallback(Callback):
         return self._trials[trial.trial_id]
 
     def _open(self) -> None:
-        """Open (or continue, after a resume) the journal and map its Tune trial ids."""
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._download()
-        self._storage = JournalStorage(JournalFileBackend(str(self.path)))
-        direction = "maximize" if self.spec.search.mode == "max" else "minimize"
-        optuna.create_study(storage=self._storage, study_name=self.study, direction=direction, load_if_exists=True)
+        """Open (or continue, after a resume) the storage and map its Tune trial ids."""
+        if self.spec.search.storage:
+            self._storage = open_storage(self.spec.search.storage)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._download()
+            self._storage = open_storage(str(self.path))
+        optuna.create_study(storage=self._storage, study_name=self.study, direction=direction(self.spec.search.mode),
+                            load_if_exists=True)
         self._study_id = self._storage.get_study_id_from_name(self.study)
         for frozen in self._storage.get_all_trials(self._study_id, deepcopy=False):
             if TUNE_ID in frozen.user_attrs:
                 self._trials[frozen.user_attrs[TUNE_ID]] = frozen._trial_id
 
+    def _copied(self) -> bool:
+        """Whether the records are a journal copied to an object-store study."""
+        return "://" in self.study_uri and not self.spec.search.storage
+
     def _download(self) -> None:
         """A driver resuming an object-store study continues the stored journal."""
-        if "://" not in self.study_uri or self.path.is_file():
+        if not self._copied() or self.path.is_file():
             return
         filesystem, root = resolve(self.study_uri)
         source = f"{root}/{JOURNAL_NAME}"
@@ -136,7 +143,7 @@ class OptunaLogCallback(Callback):
                 self.path.write_bytes(stream.read())
 
     def _upload(self) -> None:
-        if "://" not in self.study_uri or not self.path.is_file():
+        if not self._copied() or not self.path.is_file():
             return
         filesystem, root = resolve(self.study_uri)
         with filesystem.open_output_stream(f"{root}/{JOURNAL_NAME}") as stream:

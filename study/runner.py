@@ -26,12 +26,13 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from study.schema import STAGES
+from study.schema import STAGES, STUDY_FILE
 from study.spec import SpecError, StudySpec, check_study_name, expand_grid, num_trials, optuna_space, parse_spec
 from study.store import ResultsStore
 from study.trainable import TrialSetup, run_trial, study_trial_id, trial_resources
 
-STUDY_FILE = "study.json"
+DASHBOARD_HOST = "127.0.0.1"
+"""A local Ray's dashboard listens on this machine only (it can start jobs)."""
 CACHE_FOLDER = "_cache"
 
 
@@ -77,11 +78,14 @@ def run_study(
     address: str | None = None,
     cache_dir: str | None = None,
     verbose: int = 1,
+    dashboard: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every trial of `spec` under `<storage>/<name>` (default: spec.name) and
     return the status table. `address`: None starts a local Ray sized to the
-    machine (or uses the one already initialised in this process); "auto" or
-    "ray://host:port" joins a cluster.
+    machine (or joins the cluster in $RAY_ADDRESS, as a `ray job submit`
+    driver does, or uses the Ray already initialised in this process); "auto"
+    or "ray://host:port" joins a cluster. `dashboard`: a local Ray starts its
+    dashboard (see ray_session).
 
     Before Ray starts, the name is checked (one folder name) and every data
     configuration of the study is loaded and its files checked
@@ -92,6 +96,7 @@ def run_study(
     if filesystem.get_file_info(f"{path}/{STUDY_FILE}").type != pafs.FileType.NotFound:
         raise StudyError(f"study {location.name!r} already exists in {location.storage}; use `wsss study resume {location.name}` or another --name")
     _check_inputs(spec)
+    _open_optuna_study(spec, location.name, resume=False)
     cache = _cache_location(cache_dir) if cache_dir else f"{location.storage.rstrip('/')}/{CACHE_FOLDER}"
     record = {
         "spec": spec.to_dict(),
@@ -99,7 +104,7 @@ def run_study(
         "created_at": datetime.now(timezone.utc).isoformat(),
         "trials": num_trials(spec),
     }
-    with ray_session(address), reach_marker(cache) as marker:
+    with ray_session(address, dashboard), reach_marker(cache) as marker:
         tuner = _build_tuner(spec, location, cache, marker, verbose)
         filesystem.create_dir(path, recursive=True)
         with filesystem.open_output_stream(f"{path}/{STUDY_FILE}") as stream:
@@ -109,7 +114,7 @@ def run_study(
 
 
 def resume_study(
-    name: str, *, storage: str | os.PathLike, address: str | None = None, verbose: int = 1
+    name: str, *, storage: str | os.PathLike, address: str | None = None, verbose: int = 1, dashboard: bool = True
 ) -> list[dict[str, Any]]:
     """Continue a study whose driver died: unfinished trials resume from their
     checkpoints, trials never started start; finished and failed (retries
@@ -120,7 +125,8 @@ def resume_study(
     _check_client_storage(address, location)
     record = _read_record(location)
     spec = parse_spec(record["spec"])
-    with ray_session(address), reach_marker(record["cache_dir"]) as marker:
+    _open_optuna_study(spec, location.name, resume=True)
+    with ray_session(address, dashboard), reach_marker(record["cache_dir"]) as marker:
         if not tune.Tuner.can_restore(location.uri):
             raise StudyError(f"study {name!r} in {location.storage} has no Tune experiment state to resume from")
         tuner = tune.Tuner.restore(
@@ -241,7 +247,7 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, marke
     search = spec.search
     repeats = 1 if search.algorithm == "grid" else len(spec.seeds)
     tune_config = tune.TuneConfig(
-        search_alg=_searcher(spec),
+        search_alg=_searcher(spec, location.name),
         scheduler=_scheduler(spec),
         num_samples=1 if search.algorithm == "grid" else search.num_samples * repeats,
         max_concurrent_trials=search.max_concurrent or default_concurrency(spec, _cluster_resources()),
@@ -256,7 +262,8 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, marke
         # state leaves the state pointing at a deleted checkpoint, and resume fails.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[ParquetResultsCallback(location.name, location.uri, spec),
-                   OptunaLogCallback(location.name, location.uri, spec), NoRetryCallback()],
+                   *([] if searches_in_storage(spec) else [OptunaLogCallback(location.name, location.uri, spec)]),
+                   NoRetryCallback()],
         verbose=verbose,
     )
     return tune.Tuner(
@@ -300,6 +307,19 @@ def _check_inputs(spec: StudySpec) -> None:
         raise StudyError(str(error)) from None
 
 
+def _open_optuna_study(spec: StudySpec, name: str, *, resume: bool) -> None:
+    """Create (or, resuming, find) the study in the spec's search.storage before Ray
+    starts, so a storage that cannot be opened is one line and nothing runs."""
+    if not spec.search.storage:
+        return
+    from study.optuna_storage import StorageError, create_optuna_study, direction
+
+    try:
+        create_optuna_study(spec.search.storage, name, direction(spec.search.mode), resume=resume)
+    except StorageError as error:
+        raise StudyError(str(error)) from None
+
+
 def _trainable(spec: StudySpec, location: StudyLocation, cache: str, marker: str) -> Any:
     """The trainable with its setup (marker: the driver's reach marker in the cache); starts the lease table."""
     from ray import tune
@@ -333,21 +353,31 @@ def _param_space(spec: StudySpec) -> dict[str, Any]:
     return {}
 
 
-def _searcher(spec: StudySpec) -> Any:
+def searches_in_storage(spec: StudySpec) -> bool:
+    """Whether TPE searches in the spec's Optuna storage, which then records the
+    trials itself (else study.optuna_log records them)."""
+    return spec.search.algorithm == "optuna" and bool(spec.search.storage)
+
+
+def _searcher(spec: StudySpec, name: str) -> Any:
     """None for grid studies (Tune's grid/FIFO); Optuna TPE on the final-stage
-    metric, repeated once per seed (spec validation keeps Repeater off ASHA)."""
+    metric, repeated once per seed (spec validation keeps Repeater off ASHA),
+    searching in the spec's search.storage under the study's name when it names one."""
     if spec.search.algorithm == "grid":
         return None
     import optuna
     from ray.tune.search import Repeater
 
     from study.objective import FinalStageOptunaSearch
+    from study.optuna_storage import open_storage
 
+    stored = {"storage": open_storage(spec.search.storage), "study_name": name} if searches_in_storage(spec) else {}
     searcher = FinalStageOptunaSearch(
         space=functools.partial(optuna_space, axes=spec.axes, defaults=spec.defaults),
         metric=spec.search.metric,
         mode=spec.search.mode,
         sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
+        **stored,
     )
     return Repeater(searcher, repeat=len(spec.seeds)) if len(spec.seeds) > 1 else searcher
 
@@ -374,9 +404,12 @@ def _trial_dirname(trial: Any) -> str:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
-    """Use the Ray already initialised in this process, else start one (local,
-    sized to the machine, when address is None) and shut it down afterwards.
+def ray_session(address: str | None, dashboard: bool = False) -> Iterator[None]:
+    """Use the Ray already initialised in this process, else join the cluster at
+    `address` (or at $RAY_ADDRESS, which `ray job submit` sets for its driver)
+    or start a local Ray sized to the machine, and shut it down afterwards. A
+    local Ray starts its dashboard on 127.0.0.1 when `dashboard` is true (a
+    cluster's driver uses the cluster's); the dashboard's URL is printed.
     Trials keep the driver's working directory (RAY_CHDIR_TO_TRIAL_DIR=0), so
     relative data paths in configs mean the same in every trial."""
     import ray
@@ -385,7 +418,12 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address, include_dashboard=False)
+    joins = address is not None or bool(os.environ.get("RAY_ADDRESS"))
+    local = {} if joins else {"include_dashboard": dashboard, "dashboard_host": DASHBOARD_HOST}
+    context = ray.init(address=address, **local)
+    if getattr(context, "dashboard_url", None):
+        sign_in = " (sign in with the token `ray get-auth-token` prints)" if os.environ.get("RAY_AUTH_MODE") == "token" else ""
+        print(f"Ray dashboard: http://{context.dashboard_url}{sign_in}", flush=True)
     try:
         yield
     finally:

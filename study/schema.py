@@ -27,6 +27,9 @@ SPLITS: tuple[str, ...] = ("train", "val")
 
 STATUSES: tuple[str, ...] = ("completed", "failed", "stopped")
 
+STUDY_FILE = "study.json"
+"""Beside a study's results: the validated spec and its cache (study.runner writes it; resume and the report read it)."""
+
 CONFIG_COLUMNS: dict[str, pa.DataType] = {
     "lambda": pa.float64(),  # Eq. 8 mixture weight
     "pooling": pa.string(),  # "gap" | "gmp"

@@ -31,6 +31,7 @@ import copy
 import dataclasses
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,10 @@ class Axis:
 class SearchSettings:
     """algorithm: "grid" (grid axes expanded, sampled axes drawn num_samples times
     per grid point, FIFO order) or "optuna" (TPE through Ray Tune's OptunaSearch,
-    num_samples points). metric/mode: the val-split metric of the latest stage."""
+    num_samples points). metric/mode: the val-split metric of the latest stage.
+    storage: the Optuna storage that records the trials (study.optuna_storage):
+    "" for the study's own journal file, an RDB URL (sqlite:///..., postgresql://...)
+    or a journal file path; TPE searches in it, grid studies are recorded into it."""
 
     algorithm: str = "grid"
     num_samples: int = 1
@@ -106,6 +110,7 @@ class SearchSettings:
     mode: str = "max"
     max_concurrent: int = 0
     seed: int = 0
+    storage: str = ""
 
 
 @dataclass(frozen=True)
@@ -214,8 +219,9 @@ def _pipeline_sections() -> tuple[str, ...]:
     return tuple(SECTIONS)
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a spec file; `base` paths resolve relative to it."""
+def load_spec(path: str | Path, *, sets: Sequence[str] = (), grids: Sequence[str] = ()) -> StudySpec:
+    """Read and validate a spec file; `base` paths resolve relative to it.
+    `sets` / `grids`: `--set` / `--grid` items applied first (study.overrides)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file not found: {path}")
@@ -226,6 +232,10 @@ def load_spec(path: str | Path) -> StudySpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping with keys {', '.join(TOP_KEYS)}")
     raw.setdefault("name", path.stem)
+    if sets or grids:
+        from study.overrides import apply_overrides
+
+        raw = apply_overrides(raw, sets, grids)
     return parse_spec(raw, base_dir=path.parent)
 
 
@@ -260,6 +270,7 @@ def parse_spec(raw: dict[str, Any], *, base_dir: str | Path = ".") -> StudySpec:
         failure=_section(FailureSettings, "failure", raw.get("failure")),
     )
     _validate_settings(spec)
+    spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, storage=_checked_storage(spec.search.storage)))
     defaults = _check_pipeline(merge_dotted(spec.base, spec.fixed), "base")
     spec = StudySpec(**{**spec.__dict__, "defaults": defaults})
     _validate_device(spec)
@@ -447,6 +458,18 @@ def _validate_settings(spec: StudySpec) -> None:
     if search.algorithm == "optuna" and len(spec.seeds) > 1 and scheduler.type != "fifo":
         raise SpecError(f"scheduler.type={scheduler.type!r} is invalid with search.algorithm=optuna and "
                         f"{len(spec.seeds)} seeds; allowed: fifo (a point's seeds are averaged, none may stop early)")
+
+
+def _checked_storage(storage: str) -> str:
+    """search.storage validated and made absolute (study.optuna_storage)."""
+    if not storage:
+        return storage
+    from study.optuna_storage import StorageError, check_storage
+
+    try:
+        return check_storage(storage)
+    except StorageError as error:
+        raise SpecError(str(error)) from None
 
 
 def _validate_device(spec: StudySpec) -> None:

@@ -72,8 +72,9 @@ class Node:
 
 
 def start_node(name: str, root: Path, env: dict[str, str], *, head_address: str | None = None,
-               cpus: int = 1, resources: dict[str, float] | None = None) -> Node:
-    """`ray start --block` in `root/name/{cwd,tmp,cache}`; the head when head_address is None."""
+               cpus: int = 1, resources: dict[str, float] | None = None, dashboard_port: int | None = None) -> Node:
+    """`ray start --block` in `root/name/{cwd,tmp,cache}`; the head when head_address is None,
+    with its dashboard (and Jobs API) on 127.0.0.1:dashboard_port when one is given."""
     folder = root / name
     for sub in ("cwd", "tmp", "cache"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,9 @@ def start_node(name: str, root: Path, env: dict[str, str], *, head_address: str 
             f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
             f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
             f"--metrics-export-port={ports[4]}", f"--runtime-env-agent-port={ports[5]}", "--disable-usage-stats"]
-    args += ["--head", f"--port={head_port(root)}", "--include-dashboard=false"] if head_address is None \
+    dashboard = ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+                 f"--ray-client-server-port={node_port()}"] if dashboard_port else ["--include-dashboard=false"]
+    args += ["--head", f"--port={head_port(root)}", *dashboard] if head_address is None \
         else [f"--address={head_address}"]
     node_env = {**env, "WSSS_CACHE": str(folder / "cache"), "TMPDIR": str(folder / "tmp")}
     log = open(folder / "ray-start.log", "w")
