@@ -2,7 +2,7 @@
 
     wsss data synth --out DIR                  (wsss_core.data.cli)
     wsss pipeline run CONFIG.yaml ...          (wsss_core.pipeline.cli)
-    wsss study run SPEC.yaml [--address auto|ray://...] [--storage DIR|URI] [--name NAME]
+    wsss study run SPEC.yaml [--address auto|ray://...] [--storage DIR|URI] [--name NAME] [--track TRACKER]
     wsss study status NAME | resume NAME | list [--storage DIR|URI]
     wsss report STUDY_DIR                      (analysis.cli)
 
@@ -91,6 +91,9 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--address", help=address_help)
     run.add_argument("--cache", help="pipeline stage cache every node can reach (default: <storage>/_cache)")
     run.add_argument("--quiet", action="store_true", help=quiet_help)
+    run.add_argument("--track", action="append", default=[], metavar="TRACKER",
+                     help="also log to wandb, mlflow, tensorboard or comet (repeat, or a comma list; "
+                          "options in the spec's `tracking:`, see docs/tracking.md)")
     run.set_defaults(func=_run)
 
     resume = actions.add_parser(
@@ -116,9 +119,10 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from study.runner import StudyError, locate, run_study
     from study.spec import SpecError, check_study_name, load_spec, num_trials
+    from study.tracking import with_trackers
 
     try:
-        spec = load_spec(args.spec)
+        spec = with_trackers(load_spec(args.spec), args.track)
         name = spec.name if args.name is None else check_study_name(args.name, "--name")
         _check_local_folder(args.storage, "--storage")
         _check_local_folder(args.cache, "--cache")

@@ -237,6 +237,7 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, marke
     from study.callback import ParquetResultsCallback
     from study.no_retry import NoRetryCallback
     from study.optuna_log import OptunaLogCallback
+    from study.tracking import tracking_callbacks
 
     search = spec.search
     repeats = 1 if search.algorithm == "grid" else len(spec.seeds)
@@ -256,7 +257,8 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, marke
         # state leaves the state pointing at a deleted checkpoint, and resume fails.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[ParquetResultsCallback(location.name, location.uri, spec),
-                   OptunaLogCallback(location.name, location.uri, spec), NoRetryCallback()],
+                   OptunaLogCallback(location.name, location.uri, spec), NoRetryCallback(),
+                   *tracking_callbacks(spec, location.name, location.uri)],
         verbose=verbose,
     )
     return tune.Tuner(
@@ -378,10 +380,14 @@ def ray_session(address: str | None) -> Iterator[None]:
     """Use the Ray already initialised in this process, else start one (local,
     sized to the machine, when address is None) and shut it down afterwards.
     Trials keep the driver's working directory (RAY_CHDIR_TO_TRIAL_DIR=0), so
-    relative data paths in configs mean the same in every trial."""
+    relative data paths in configs mean the same in every trial. A trial's
+    per-epoch results carry no val metric (study.trainable.TrialReporter), so
+    Tune's check that every result holds the searcher's metric is off
+    (TUNE_DISABLE_STRICT_METRIC_CHECKING=1)."""
     import ray
 
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     if ray.is_initialized():
         yield
         return
