@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -47,11 +47,11 @@ class EpochRow:
         return dict(vars(self))
 
 
-def history_rows(study: str, trial_id: str, epoch: EpochRow) -> dict[str, Any]:
+def history_row(study: str, trial_id: str, epoch: EpochRow) -> dict[str, Any]:
     """The HISTORY_SCHEMA row of one epoch."""
     if epoch.stage not in STAGES:
         raise ValueError(f"stage={epoch.stage!r} is invalid; allowed: {', '.join(STAGES)}")
-    finished = datetime.fromtimestamp(epoch.finished_at, tz=timezone.utc)
+    finished = datetime.fromtimestamp(epoch.finished_at, tz=UTC)
     return {
         "row_id": history_row_id(study, trial_id, epoch.stage, epoch.epoch),
         "schema_version": HISTORY_SCHEMA_VERSION,
@@ -68,7 +68,7 @@ def history_rows(study: str, trial_id: str, epoch: EpochRow) -> dict[str, Any]:
         "images": epoch.images,
         "images_per_second": epoch.images / epoch.seconds if epoch.seconds > 0 else None,
         "seconds": epoch.seconds,
-        "started_at": datetime.fromtimestamp(epoch.finished_at - epoch.seconds, tz=timezone.utc),
+        "started_at": datetime.fromtimestamp(epoch.finished_at - epoch.seconds, tz=UTC),
         "finished_at": finished,
         "node": epoch.node,
     }
@@ -87,7 +87,7 @@ class HistoryStore:
 
     def write_epoch(self, study: str, trial_id: str, epoch: EpochRow) -> str:
         """Merge one epoch's row into its trial's file (atomic replace); the file's path."""
-        row = history_rows(study, trial_id, epoch)
+        row = history_row(study, trial_id, epoch)
         merged = dict(self._known_rows(trial_id))
         merged[row["row_id"]] = row
         path = self.trial_path(trial_id)

@@ -8,6 +8,7 @@ study keeps its trackers). Imported only when a study tracks.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from ray.air.integrations.comet import CometLoggerCallback
@@ -16,8 +17,14 @@ from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
 
 from study.spec import StudySpec
-from study.trainable import EPOCH_KEY, PAYLOAD_KEY, flat_trial_config, study_trial_id, trial_point
 from study.tracking import Tracker, trial_group
+from study.trainable import (
+    EPOCH_KEY,
+    PAYLOAD_KEY,
+    flat_trial_config,
+    study_trial_id,
+    trial_point,
+)
 
 
 class TrialView:
@@ -96,6 +103,8 @@ class WandbTracker(FlatNames, WandbLoggerCallback):
     def setup(self, *args: Any, **kwargs: Any) -> None:
         if self.kwargs.get("mode") in ("offline", "disabled"):
             os.environ.setdefault("WANDB_MODE", self.kwargs["mode"])
+        if self.kwargs.get("dir"):
+            Path(self.kwargs["dir"]).mkdir(parents=True, exist_ok=True)
         super().setup(*args, **kwargs)
 
     def log_trial_start(self, trial: Any) -> None:
@@ -129,6 +138,11 @@ class CometTracker(FlatNames, CometLoggerCallback):
         super().__init__(**kwargs)
         self.base_tags = base_tags
 
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        if self.experiment_kwargs.get("offline_directory"):
+            Path(self.experiment_kwargs["offline_directory"]).mkdir(parents=True, exist_ok=True)
+        super().setup(*args, **kwargs)
+
     def log_trial_start(self, trial: Any) -> None:
         view = self.view(trial)
         self.tags = [*self.base_tags, view.group]
@@ -137,26 +151,38 @@ class CometTracker(FlatNames, CometLoggerCallback):
 
 def build_tracker(tracker: Tracker, study: str, study_uri: str, spec: StudySpec) -> FlatNames:
     """The callback of one tracker, configured from its options (study.tracking.OPTIONS)."""
-    tags = list(tracker.option("tags", ()))
-    callback: FlatNames
-    if tracker.name == "wandb":
-        init = {key: tracker.option(key) for key in ("entity", "mode", "dir") if tracker.option(key)}
-        callback = WandbTracker(project=tracker.option("project", study), tags=tags, **init)
-    elif tracker.name == "mlflow":
-        callback = MLflowTracker({tag: "true" for tag in tags}, experiment_name=tracker.option("experiment", study),
-                                 tracking_uri=tracker.option("tracking_uri") or default_mlflow_uri(study_uri))
-    elif tracker.name == "tensorboard":
-        callback = TensorBoardTracker()
-    else:
-        online = tracker.option("mode", "online") == "online"
-        kwargs = {"project_name": tracker.option("project", study)}
-        if tracker.option("workspace"):
-            kwargs["workspace"] = tracker.option("workspace")
-        if tracker.option("dir") and not online:
-            kwargs["offline_directory"] = tracker.option("dir")
-        callback = CometTracker(tags, online=online, tags=[], **kwargs)
+    callback = BUILDERS[tracker.name](tracker, study, study_uri)
     callback.bind(study, spec)
     return callback
+
+
+def _wandb(tracker: Tracker, study: str, study_uri: str) -> WandbTracker:
+    init = {key: tracker.option(key) for key in ("entity", "mode", "dir") if tracker.option(key)}
+    return WandbTracker(project=tracker.option("project", study), tags=list(tracker.option("tags", ())), **init)
+
+
+def _mlflow(tracker: Tracker, study: str, study_uri: str) -> MLflowTracker:
+    return MLflowTracker({tag: "true" for tag in tracker.option("tags", ())},
+                         experiment_name=tracker.option("experiment", study),
+                         tracking_uri=tracker.option("tracking_uri") or default_mlflow_uri(study_uri))
+
+
+def _tensorboard(tracker: Tracker, study: str, study_uri: str) -> TensorBoardTracker:
+    return TensorBoardTracker()
+
+
+def _comet(tracker: Tracker, study: str, study_uri: str) -> CometTracker:
+    online = tracker.option("mode", "online") == "online"
+    kwargs = {"project_name": tracker.option("project", study)}
+    if tracker.option("workspace"):
+        kwargs["workspace"] = tracker.option("workspace")
+    if tracker.option("dir") and not online:
+        kwargs["offline_directory"] = tracker.option("dir")
+    return CometTracker(list(tracker.option("tags", ())), online=online, tags=[], **kwargs)
+
+
+BUILDERS = {"wandb": _wandb, "mlflow": _mlflow, "tensorboard": _tensorboard, "comet": _comet}
+"""Each tracker's callback, from its options."""
 
 
 def default_mlflow_uri(study_uri: str) -> str | None:

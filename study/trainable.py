@@ -32,10 +32,10 @@ from study.artifacts import overlay_folder, trial_folder, upload_log, upload_sta
 from study.history import EpochRow
 from study.leases import ActorLeases
 from study.objective import STAGE_INDEX
-from study.stage_tasks import TRIAL_CPUS, StageTasks
-from study.stage_store import check_reachable, open_stage_store
 from study.schema import STAGES
 from study.spec import SEED_KEY, StudySpec
+from study.stage_store import check_reachable, open_stage_store
+from study.stage_tasks import TRIAL_CPUS, StageTasks
 
 PROGRESS_FILE = "progress.json"
 TRIAL_INDEX = "__trial_index__"
