@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray")
 from study.cli import main  # noqa: E402
 from study.runner import run_study  # noqa: E402
 from study.spec import SpecError, parse_spec  # noqa: E402
-from study.tracking import Tracker, with_trackers  # noqa: E402
+from study.tracking import Tracker, tracking_callbacks, with_trackers  # noqa: E402
 
 TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "tiny.yaml")
 SECRETS = {name: f"{name.lower()}-{uuid.uuid4().hex}" for name in
@@ -56,6 +56,24 @@ def test_tracking_accepts_names_or_options_and_refuses_secrets():
         assert str(error.value).startswith(message), error.value
     with pytest.raises(SpecError, match=r"^--track='neptune' is invalid; allowed: wandb, mlflow"):
         with_trackers(spec, ["wandb,neptune"])
+
+
+def test_tracker_callbacks_pickle_with_the_run_config(tmp_path, monkeypatch):
+    """Tune pickles the callbacks into the experiment (tuner.pkl, with ray.cloudpickle); a resumed
+    study unpickles them. Module-level classes travel by reference."""
+    from ray import cloudpickle
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = tiny(tracking={"wandb": {"mode": "offline"}, "mlflow": {}, "tensorboard": {},
+                          "comet": {"mode": "offline", "dir": str(tmp_path / "comet")}})
+    callbacks = tracking_callbacks(spec, "tracked", str(tmp_path))
+    assert [type(c).__name__ for c in callbacks] == ["WandbTracker", "MLflowTracker", "TensorBoardTracker", "CometTracker"]
+    assert callbacks[1].tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
+    for callback in callbacks:
+        data = cloudpickle.dumps(callback)
+        assert type(callback).__name__.encode() in data and b"study.trackers" in data
+        clone = cloudpickle.loads(data)
+        assert type(clone) is type(callback) and clone._study == "tracked" and clone._spec == spec
 
 
 def test_a_bad_track_option_is_one_line_and_exit_2(tmp_path, capsys):
