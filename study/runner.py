@@ -83,15 +83,17 @@ def run_study(
     machine (or uses the one already initialised in this process); "auto" or
     "ray://host:port" joins a cluster.
 
-    Before Ray starts, the name is checked (one folder name) and every data
+    Before Ray starts, the name is checked (one folder name), every data
     configuration of the study is loaded and its files checked
-    (study.preflight): a bad input is a StudyError and nothing is written."""
+    (study.preflight), and each tracker's package is looked up: a bad input
+    is a StudyError and nothing is written."""
     location = locate(storage, _checked_name(name or spec.name))
     _check_client_storage(address, location)
     filesystem, path = _filesystem(location.uri)
     if filesystem.get_file_info(f"{path}/{STUDY_FILE}").type != pafs.FileType.NotFound:
         raise StudyError(f"study {location.name!r} already exists in {location.storage}; use `wsss study resume {location.name}` or another --name")
     _check_inputs(spec)
+    _check_trackers(spec)
     cache = _cache_location(cache_dir) if cache_dir else f"{location.storage.rstrip('/')}/{CACHE_FOLDER}"
     record = {
         "spec": spec.to_dict(),
@@ -299,6 +301,15 @@ def _check_inputs(spec: StudySpec) -> None:
     try:
         check_study_inputs(spec)
     except (ConfigError, DataError, FileNotFoundError) as error:
+        raise StudyError(str(error)) from None
+
+
+def _check_trackers(spec: StudySpec) -> None:
+    from study.tracking import check_trackers
+
+    try:
+        check_trackers(spec)
+    except SpecError as error:
         raise StudyError(str(error)) from None
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -51,6 +52,8 @@ OPTIONS: dict[str, dict[str, str]] = {
               "workspace": "Comet workspace", "mode": "online or offline", "dir": "folder of offline archives"},
 }
 """Each tracker's options and what they mean (docs/tracking.md)."""
+PACKAGES = {"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboardX", "comet": "comet_ml"}
+"""The package each tracker's Ray integration imports (pip install 'wsss-study[tracking]')."""
 GROUP_MAX = 128
 """W&B's longest group name; a longer point is named by its hash."""
 
@@ -94,6 +97,14 @@ def with_trackers(spec: StudySpec, names: list[str]) -> StudySpec:
     known = {tracker.name for tracker in spec.tracking}
     added = tuple(Tracker(name) for name in dict.fromkeys(wanted) if name not in known)
     return dataclasses.replace(spec, tracking=spec.tracking + added)
+
+
+def check_trackers(spec: StudySpec) -> None:
+    """SpecError naming the first tracker whose package is not installed here (the driver)."""
+    for tracker in spec.tracking:
+        if importlib.util.find_spec(PACKAGES[tracker.name]) is None:
+            raise SpecError(f"tracking.{tracker.name} needs the {PACKAGES[tracker.name]} package, which is not "
+                            "installed; allowed: install it (pip install 'wsss-study[tracking]') or drop the tracker")
 
 
 def _parse_tracker(name: Any, options: Any) -> Tracker:

@@ -65,6 +65,24 @@ from study.runner import run_study  # noqa: E402
 from study.spec import parse_spec  # noqa: E402
 
 
+def test_an_epoch_result_leaves_asha_and_the_searcher_alone():
+    """Epoch results carry the stage index of the last finished stage and no val metric:
+    ASHA returns before looking at the trial, and the Optuna searcher records nothing."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from study.objective import STAGE_INDEX
+    from study.runner import _scheduler, _searcher
+    from study.trainable import epoch_metrics
+    from wsss_core.pipeline.training import EpochRecord
+
+    spec = parse_spec({"name": "asha", "base": TINY, "space": {"cam.lam": {"uniform": [0.0, 1.0]}},
+                       "search": {"algorithm": "optuna", "num_samples": 2}, "scheduler": {"type": "asha"}})
+    result = {STAGE_INDEX: 1, **epoch_metrics(EpochRecord("affinity", 1, 2, 4, {"loss": 0.5}, 0.1, 16, 0.5))}
+    assert spec.search.metric not in result and "train/affinity/loss" in result
+    assert _scheduler(spec).on_trial_result(None, None, result) == TrialScheduler.CONTINUE
+    _searcher(spec).on_trial_result("never-suggested", result)  # a stage result here would raise KeyError
+
+
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory):
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)

@@ -85,6 +85,18 @@ def test_a_bad_track_option_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "cli").exists()
 
 
+def test_a_tracker_without_its_package_stops_the_run_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    from study import tracking
+
+    monkeypatch.setitem(tracking.PACKAGES, "comet", "comet_ml_not_installed_here")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: cli\nbase: {TINY}\n")
+    assert main(["study", "run", str(spec), "--storage", str(tmp_path), "--track", "comet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("wsss study run: tracking.comet needs the comet_ml_not_installed_here package") and "\n" not in error
+    assert not (tmp_path / "cli").exists()
+
+
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
     root = tmp_path_factory.mktemp("tracked")
