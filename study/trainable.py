@@ -16,7 +16,8 @@ the GPU to others. With `gpus == 0` the trial computes in its own process.
 
 The Tune config of a trial is {"point": {"key": "p0003", "cam.lam": 0.5,
 "runtime.seed": 0, ...}} in grid studies and {"cam.lam": ..., "__trial_index__":
-i} (Optuna + Repeater, i indexes spec.seeds) in Optuna studies.
+i} (Optuna + Repeater, i indexes spec.seeds) in Optuna studies; trackers see
+it flattened (study.trackers.TrialView), the stable point key kept as the trial id.
 """
 from __future__ import annotations
 

@@ -60,9 +60,9 @@ def test_epoch_rows_merge_by_id_compact_and_read_with_every_reader(tmp_path):
 
 ray = pytest.importorskip("ray")
 
-from study.cli import main  # noqa: E402
-from study.runner import run_study  # noqa: E402
-from study.spec import parse_spec  # noqa: E402
+from study.cli import main
+from study.runner import run_study
+from study.spec import parse_spec
 
 
 def test_an_epoch_result_leaves_asha_and_the_searcher_alone():
@@ -152,7 +152,7 @@ def test_history_grows_epoch_by_epoch_while_a_stage_trains_and_the_report_draws_
     out = tmp_path / "report.html"
     assert main(["report", str(watch.folder), "-o", str(out)]) == 0
     text = out.read_text()
-    section = re.search(r"<section><h3>Training curves per stage</h3>.*?</section>", text, re.S)
+    section = re.search(r"<section><h3>Training curves per stage</h3>.*?</section>", text, re.DOTALL)
     assert section is not None and '"name":"p0000"' in section.group(0).replace(" ", "")
     if shutil.which("chromium") is None:
         pytest.skip("chromium not installed (apt-get install chromium): the screenshot check needs it")

@@ -17,10 +17,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from study.cli import main  # noqa: E402
-from study.runner import run_study  # noqa: E402
-from study.spec import SpecError, parse_spec  # noqa: E402
-from study.tracking import Tracker, tracking_callbacks, with_trackers  # noqa: E402
+from study.cli import main
+from study.runner import run_study
+from study.spec import SpecError, parse_spec
+from study.tracking import Tracker, tracking_callbacks, with_trackers
 
 TINY = str(Path(__file__).resolve().parents[1] / "search_spaces" / "pipelines" / "tiny.yaml")
 SECRETS = {name: f"{name.lower()}-{uuid.uuid4().hex}" for name in
