@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.transforms
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.study
+	$(BIN)/python -m bench.epoch_reports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from analysis import figures, tables
+from analysis.curves import history_stamp, load_history, training_curves
 from analysis.findings import Finding, check_findings
 from analysis.gallery import gallery_html
 from analysis.importance import study_importances, trial_parameters
@@ -98,6 +99,8 @@ def study_sections(study: StudyData) -> list[Section]:
         sections.append(Section("CAM localisation: the pointing game per class", figure_html(pointing)))
     overview = [tables.status_table(frame), tables.failures_table(frame)]
     sections.append(Section("Trials", "".join(table_html(t) for t in overview if t is not None)))
+    if (training := training_curves(load_history(study.path))) is not None:
+        sections.append(Section("Training curves per stage", figure_html(training)))
     learned = figures.learned_fsl_parameters(frame)
     if learned is not None:
         sections.append(Section("Learned FSL parameters", figure_html(learned)))
@@ -192,17 +195,19 @@ def watch_report(study_dirs: Sequence[str | os.PathLike], out: str | os.PathLike
     """Regenerate the report whenever a results folder changes; returns the number of writes.
 
     Polls every `interval` seconds, `iterations` times (None: until Ctrl-C,
-    which the caller handles). A study without results yet is waited for.
+    which the caller handles). A study without results yet is waited for. A
+    new training epoch in a history folder also counts as a change.
     """
     last: tuple | None = None
     writes, done = 0, 0
     while iterations is None or done < iterations:
         stamp = tuple(results_stamp(d) for d in study_dirs)
-        if stamp != last:
+        seen = (stamp, *map(history_stamp, study_dirs))
+        if seen != last:
             try:
                 write_report(study_dirs, out)
                 writes += 1
-                last = stamp
+                last = seen
                 log(f"wrote {out} ({sum(count for count, _ in stamp)} result files)")
             except ResultsError as error:
                 log(f"waiting: {error}")

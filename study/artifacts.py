@@ -1,6 +1,8 @@
 """Trial artifacts (overlays, pipeline log, metrics) copied from a trial's
 node-local scratch folder to the study storage, so every node and the report
-see them: `<study_uri>/trials/<trial_id>/`."""
+see them: `<study_uri>/trials/<trial_id>/`. The files go up after every stage,
+and the pipeline log also after every training epoch, so a running stage's
+log can be read from the storage."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +12,8 @@ import pyarrow.fs as pafs
 from study.store import resolve
 
 TRIALS_FOLDER = "trials"
-TRIAL_FILES = ("config.yaml", "metrics.json", "pipeline.log")
+LOG_FILE = "pipeline.log"
+TRIAL_FILES = ("config.yaml", "metrics.json", LOG_FILE)
 
 
 def trial_folder(trial_id: str) -> str:
@@ -33,8 +36,18 @@ def upload_stage(out_dir: Path, study_uri: str, trial_id: str, stage: str) -> No
         filesystem.create_dir(destination, recursive=True)
         pafs.copy_files(str(overlays), destination, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=filesystem)
+    _upload_files(out_dir, filesystem, target, TRIAL_FILES)
+
+
+def upload_log(out_dir: Path, study_uri: str, trial_id: str) -> None:
+    """Copy the trial's pipeline log, as written so far, to the study storage."""
+    filesystem, root = resolve(study_uri)
+    _upload_files(out_dir, filesystem, f"{root}/{trial_folder(trial_id)}", (LOG_FILE,))
+
+
+def _upload_files(out_dir: Path, filesystem: pafs.FileSystem, target: str, names: tuple[str, ...]) -> None:
     filesystem.create_dir(target, recursive=True)
-    for name in TRIAL_FILES:
+    for name in names:
         if (out_dir / name).is_file():
             with filesystem.open_output_stream(f"{target}/{name}") as stream:
                 stream.write((out_dir / name).read_bytes())

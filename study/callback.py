@@ -1,11 +1,14 @@
-"""The Tune callback that writes every trial x stage x split to the Parquet store.
+"""The Tune callback that writes every trial x stage x split to the Parquet
+store, and every training epoch to the `history` table (study.history).
 
 Runs in the driver. A stage result becomes "completed" rows as soon as Tune
 receives it; a trial that errors for good (retries spent) gets "failed" rows
 for the stage it was in, with the error's message; a trial stopped early by the
 scheduler (ASHA) gets "stopped" rows for the first stage it did not run.
 Row ids are stable (`schema.row_id`), so a resumed study rewrites, never
-duplicates. When the experiment ends the trial files are compacted into one.
+duplicates. An epoch result becomes a history row as soon as Tune receives
+it, while its stage still trains. When the experiment ends the trial files of
+both tables are compacted into one each.
 """
 from __future__ import annotations
 
@@ -16,22 +19,28 @@ from typing import Any
 
 from ray.tune import Callback
 
+from study.artifacts import trial_folder
+from study.history import EpochRow, HistoryStore
 from study.schema import STAGES
 from study.spec import StudySpec
 from study.store import ResultsStore, StageOutcome
-from study.artifacts import trial_folder
-from study.trainable import PAYLOAD_KEY, flat_trial_config, study_trial_id
+from study.trainable import EPOCH_KEY, PAYLOAD_KEY, flat_trial_config, study_trial_id
 
 
 class ParquetResultsCallback(Callback):
-    """Tune callback: trial results -> `<study_uri>/results/trial-<trial_id>.parquet`."""
+    """Tune callback: stage results -> `<study_uri>/results/trial-<trial_id>.parquet`,
+    epoch results -> `<study_uri>/history/trial-<trial_id>.parquet`."""
 
     def __init__(self, study: str, study_uri: str, spec: StudySpec) -> None:
         self.study = study
         self.spec = spec
         self.store = ResultsStore(study_uri)
+        self.history = HistoryStore(study_uri)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if EPOCH_KEY in result:
+            epoch = EpochRow(**json.loads(result[EPOCH_KEY]))
+            self.history.write_epoch(self.study, study_trial_id(trial.config, self.spec, trial.trial_id), epoch)
         if PAYLOAD_KEY not in result:
             return
         payload = json.loads(result[PAYLOAD_KEY])
@@ -65,6 +74,7 @@ class ParquetResultsCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.store.compact()
+        self.history.compact()
 
     def _write_unfinished(self, trial: Any, status: str, error: str | None) -> None:
         config = flat_trial_config(trial.config, self.spec)

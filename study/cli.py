@@ -4,7 +4,7 @@
     wsss pipeline run CONFIG.yaml ...          (wsss_core.pipeline.cli)
     wsss diagnose DIAGNOSTIC CONFIG.yaml ...   (wsss_core.diagnostics.cli)
     wsss study run SPEC.yaml [--set KEY=VALUE ...] [--grid KEY=A,B,... ...] [--address auto|ray://...]
-                   [--storage DIR|URI] [--name NAME] [--no-dashboard]
+                   [--storage DIR|URI] [--name NAME] [--no-dashboard] [--track TRACKER]
     wsss study status NAME | resume NAME | list [--storage DIR|URI]
     wsss report STUDY_DIR                      (analysis.cli)
 
@@ -119,6 +119,9 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
                           "(e.g. --grid cam.lam=0,0.5,1); repeatable (default: none)")
     run.add_argument("--quiet", action="store_true", help=quiet_help)
     run.add_argument("--no-dashboard", dest="dashboard", action="store_false", help=dashboard_help)
+    run.add_argument("--track", action="append", default=[], metavar="TRACKER",
+                     help="also log to wandb, mlflow, tensorboard or comet (repeat, or a comma list; "
+                          "options in the spec's `tracking:`, see docs/tracking.md)")
     run.set_defaults(func=_run)
 
     resume = actions.add_parser(
@@ -145,9 +148,10 @@ def _register_study(commands: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from study.runner import StudyError, locate, run_study
     from study.spec import SpecError, check_study_name, load_spec, num_trials
+    from study.tracking import with_trackers
 
     try:
-        spec = load_spec(args.spec, sets=args.sets, grids=args.grids)
+        spec = with_trackers(load_spec(args.spec, sets=args.sets, grids=args.grids), args.track)
         name = spec.name if args.name is None else check_study_name(args.name, "--name")
         _check_local_folder(args.storage, "--storage")
         _check_local_folder(args.cache, "--cache")

@@ -87,15 +87,17 @@ def run_study(
     or "ray://host:port" joins a cluster. `dashboard`: a local Ray starts its
     dashboard (see ray_session).
 
-    Before Ray starts, the name is checked (one folder name) and every data
+    Before Ray starts, the name is checked (one folder name), every data
     configuration of the study is loaded and its files checked
-    (study.preflight): a bad input is a StudyError and nothing is written."""
+    (study.preflight), and each tracker's package is looked up: a bad input
+    is a StudyError and nothing is written."""
     location = locate(storage, _checked_name(name or spec.name))
     _check_client_storage(address, location)
     filesystem, path = _filesystem(location.uri)
     if filesystem.get_file_info(f"{path}/{STUDY_FILE}").type != pafs.FileType.NotFound:
         raise StudyError(f"study {location.name!r} already exists in {location.storage}; use `wsss study resume {location.name}` or another --name")
     _check_inputs(spec)
+    _check_trackers(spec)
     _open_optuna_study(spec, location.name, resume=False)
     cache = _cache_location(cache_dir) if cache_dir else f"{location.storage.rstrip('/')}/{CACHE_FOLDER}"
     record = {
@@ -243,6 +245,7 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, marke
     from study.callback import ParquetResultsCallback
     from study.no_retry import NoRetryCallback
     from study.optuna_log import OptunaLogCallback
+    from study.tracking import tracking_callbacks
 
     search = spec.search
     repeats = 1 if search.algorithm == "grid" else len(spec.seeds)
@@ -263,7 +266,7 @@ def _build_tuner(spec: StudySpec, location: StudyLocation, cache_dir: str, marke
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[ParquetResultsCallback(location.name, location.uri, spec),
                    *([] if searches_in_storage(spec) else [OptunaLogCallback(location.name, location.uri, spec)]),
-                   NoRetryCallback()],
+                   NoRetryCallback(), *tracking_callbacks(spec, location.name, location.uri)],
         verbose=verbose,
     )
     return tune.Tuner(
@@ -317,6 +320,15 @@ def _open_optuna_study(spec: StudySpec, name: str, *, resume: bool) -> None:
     try:
         create_optuna_study(spec.search.storage, name, direction(spec.search.mode), resume=resume)
     except StorageError as error:
+        raise StudyError(str(error)) from None
+
+
+def _check_trackers(spec: StudySpec) -> None:
+    from study.tracking import check_trackers
+
+    try:
+        check_trackers(spec)
+    except SpecError as error:
         raise StudyError(str(error)) from None
 
 
@@ -411,10 +423,14 @@ def ray_session(address: str | None, dashboard: bool = False) -> Iterator[None]:
     local Ray starts its dashboard on 127.0.0.1 when `dashboard` is true (a
     cluster's driver uses the cluster's); the dashboard's URL is printed.
     Trials keep the driver's working directory (RAY_CHDIR_TO_TRIAL_DIR=0), so
-    relative data paths in configs mean the same in every trial."""
+    relative data paths in configs mean the same in every trial. A trial's
+    per-epoch results carry no val metric (study.trainable.TrialReporter), so
+    Tune's check that every result holds the searcher's metric is off
+    (TUNE_DISABLE_STRICT_METRIC_CHECKING=1)."""
     import ray
 
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     if ray.is_initialized():
         yield
         return

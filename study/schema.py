@@ -11,6 +11,9 @@ version 2 keeps one file per trial (or one compacted file) directly under
 CAM stage's pointing game (`pointing`, `per_class_pointing`); version 4 the
 stage's cache key and training key (`stage_key`, `model_key`). Older rows read
 the added columns as null.
+
+The `history` table (HISTORY_SCHEMA, versioned by HISTORY_SCHEMA_VERSION the
+same way) holds one row per trial x stage x training epoch.
 """
 from __future__ import annotations
 
@@ -93,3 +96,38 @@ def row_id(study: str, trial_id: str, stage: str, split: str) -> str:
     """Stable id of one result row: a resumed study rewrites, never duplicates."""
     key = f"{study}\x1f{trial_id}\x1f{stage}\x1f{split}".encode()
     return hashlib.sha1(key).hexdigest()[:20]
+
+
+HISTORY_SCHEMA_VERSION = 1
+HISTORY_READABLE_VERSIONS: tuple[int, ...] = (1,)
+
+HISTORY_SCHEMA = pa.schema(
+    [
+        pa.field("row_id", pa.string(), nullable=False),
+        pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("study", pa.string(), nullable=False),
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("stage_index", pa.int8(), nullable=False),
+        pa.field("epoch", pa.int32(), nullable=False),  # 1-based, of `epochs`
+        pa.field("epochs", pa.int32()),
+        pa.field("step", pa.int64()),  # optimiser steps done in the stage after this epoch
+        pa.field("loss", pa.float64()),  # the epoch's mean minimised loss
+        # the epoch's mean of every loss part, "loss" included (names depend on the stage)
+        pa.field("loss_parts", pa.map_(pa.string(), pa.float64())),
+        pa.field("lr", pa.float64()),  # base learning rate after the epoch's last step
+        pa.field("images", pa.int64()),  # training images seen in this epoch
+        pa.field("images_per_second", pa.float64()),
+        pa.field("seconds", pa.float64()),  # the epoch's wall seconds
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("node", pa.string()),
+    ],
+    metadata={b"wsss.schema_version": str(HISTORY_SCHEMA_VERSION).encode()},
+)
+"""One row per trial x stage x training epoch, written while the stage trains."""
+
+
+def history_row_id(study: str, trial_id: str, stage: str, epoch: int) -> str:
+    """Stable id of one history row: an epoch trained again after a restart replaces its row."""
+    return row_id(study, trial_id, stage, f"epoch {epoch}")

@@ -14,6 +14,7 @@ A spec is YAML (see search_spaces/studies/*.yaml)::
     scheduler: {type: fifo}          # or {type: asha, grace_period: 1, reduction_factor: 2}
     resources: {cpus: 1, gpus: 0.25, custom: {}}
     failure: {max_retries: 1}
+    tracking: [mlflow, tensorboard]  # experiment trackers (study.tracking)
 
 Axis kinds: `grid` (every value), `choice` (one value drawn), `uniform` /
 `loguniform` ([low, high]), `randint` ([low, high), high exclusive as in numpy
@@ -34,13 +35,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from wsss_core.config_dicts import ConfigError, build_dataclass, flatten_sections, merge_dotted, nest_dotted
 from wsss_core.stages import STAGES
 from wsss_core.yaml_loader import YAMLSyntaxError, load_yaml
+
+if TYPE_CHECKING:
+    from study.tracking import Tracker
 
 AXIS_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 SAMPLED_KINDS = ("choice", "uniform", "loguniform", "randint")
@@ -54,7 +58,8 @@ PATH_KEYS = ("data.root", "data.label_source", "cam.weights", "affinity.weights"
 """Keys whose relative file paths are resolved when the spec is loaded."""
 NAME_CHARS = "-_."
 NAME_MAX = 100
-TOP_KEYS = ("name", "description", "base", "fixed", "space", "seeds", "search", "scheduler", "resources", "failure")
+TOP_KEYS = ("name", "description", "base", "fixed", "space", "seeds", "search", "scheduler", "resources", "failure",
+            "tracking")
 
 
 class SpecError(ValueError):
@@ -162,9 +167,13 @@ class StudySpec:
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
     """The flattened pipeline config of base + fixed (for `when` conditions)."""
+    tracking: tuple[Tracker, ...] = ()
+    """The experiment trackers (study.tracking)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that `parse_spec` turns back into this spec (saved beside a study)."""
+        from study.tracking import tracking_dict
+
         space = {}
         for axis in self.axes:
             if axis.kind in ("grid", "choice"):
@@ -185,6 +194,7 @@ class StudySpec:
             "scheduler": vars(self.scheduler).copy(),
             "resources": {**vars(self.resources), "custom": dict(self.resources.custom)},
             "failure": vars(self.failure).copy(),
+            **({"tracking": tracking_dict(self.tracking)} if self.tracking else {}),
         }
 
     def overrides(self, point: dict[str, Any]) -> dict[str, Any]:
@@ -241,6 +251,8 @@ def load_spec(path: str | Path, *, sets: Sequence[str] = (), grids: Sequence[str
 
 def parse_spec(raw: dict[str, Any], *, base_dir: str | Path = ".") -> StudySpec:
     """Validate a spec mapping (as in the YAML) into a StudySpec."""
+    from study.tracking import parse_tracking
+
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown and set(unknown) <= set(_pipeline_sections()):
         raise SpecError(f"this file is a pipeline config, not a study spec (it has section {unknown[0]!r}); run it "
@@ -268,6 +280,7 @@ def parse_spec(raw: dict[str, Any], *, base_dir: str | Path = ".") -> StudySpec:
         scheduler=_section(SchedulerSettings, "scheduler", raw.get("scheduler")),
         resources=_section(ResourceSettings, "resources", raw.get("resources")),
         failure=_section(FailureSettings, "failure", raw.get("failure")),
+        tracking=parse_tracking(raw.get("tracking")),
     )
     _validate_settings(spec)
     spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, storage=_checked_storage(spec.search.storage)))

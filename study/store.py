@@ -168,8 +168,7 @@ class ResultsStore:
         self._trials: dict[str, dict[str, dict[str, Any]]] = {}
 
     def trial_path(self, trial_id: str) -> str:
-        safe = trial_id if re.fullmatch(r"[A-Za-z0-9_.-]+", trial_id) else row_id("", trial_id, "", "")
-        return f"{self.results}/{TRIAL_PREFIX}{safe}.parquet"
+        return f"{self.results}/{trial_file(trial_id)}"
 
     def write(self, rows: Iterable[dict[str, Any]]) -> list[str]:
         """Merge rows into their trials' files (atomic replace); returns the paths."""
@@ -234,6 +233,12 @@ class ResultsStore:
         keep = pc.not_equal(table["trial_id"], trial_id)
         if pc.all(keep).as_py() is False:
             write_atomic(self.filesystem, table.filter(keep), path)
+
+
+def trial_file(trial_id: str) -> str:
+    """The file name of one trial's rows (a hash for ids that are not a safe file name)."""
+    safe = trial_id if re.fullmatch(r"[A-Za-z0-9_.-]+", trial_id) else row_id("", trial_id, "", "")
+    return f"{TRIAL_PREFIX}{safe}.parquet"
 
 
 def read_results(filesystem: pafs.FileSystem, path: str, attempts: int = 5) -> pa.Table:
